@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Install the Debian 12 packages the test suite needs: the container engines that
+# tests/support/engines.py starts by hand (dockerd, podman's Docker API service) and a static busybox
+# to build test images FROM scratch (no image can be pulled).
+#
+# Idempotent: installs only what is missing, runs `apt-get update` at most once, prints one line on
+# success. Not root and something missing: prints the missing packages and the commands, exits 1.
+set -euo pipefail
+
+# --no-install-recommends: the recommends (git, xz-utils, cgroupfs-mount...) are not needed.
+DOCKER_PACKAGES=(docker.io)
+# podman and what it uses at run time (the fixtures pass --runtime runc); busybox-static, not busybox:
+# a dynamically linked /bin/busybox cannot run in a FROM scratch image. iproute2 provides `ip`, which
+# the fixtures use for dockerd's private bridge.
+PODMAN_PACKAGES=(podman runc slirp4netns uidmap containernetworking-plugins netavark aardvark-dns
+    catatonit busybox-static iproute2)
+
+# Debian puts dockerd and ip in /usr/sbin, which a non-root PATH may lack.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+# Prints those of the given packages that dpkg does not report as installed.
+missing_packages() {
+    local pkg
+    for pkg in "$@"; do
+        if [[ "$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null)" != "installed" ]]; then
+            echo "$pkg"
+        fi
+    done
+}
+
+tools_present() {
+    command -v dockerd podman ip >/dev/null && test -x /bin/busybox
+}
+
+# Not `podman --version`: as a user without a home dir podman fails before printing it.
+versions() {
+    echo "$(dockerd --version); podman $(dpkg-query -W -f='${Version}' podman)"
+}
+
+missing_docker=()
+# A dockerd from elsewhere (e.g. Docker's docker-ce) is fine: installing docker.io would conflict.
+command -v dockerd >/dev/null || mapfile -t missing_docker < <(missing_packages "${DOCKER_PACKAGES[@]}")
+mapfile -t missing_podman < <(missing_packages "${PODMAN_PACKAGES[@]}")
+
+if ((${#missing_docker[@]} + ${#missing_podman[@]} == 0)) && tools_present; then
+    echo "system deps OK: $(versions)"
+    exit 0
+fi
+
+if ((${#missing_docker[@]} + ${#missing_podman[@]} == 0)); then
+    echo "dockerd, podman, ip or /bin/busybox missing although their packages are installed" >&2
+    exit 1
+fi
+
+docker_cmd=(apt-get install -y --no-install-recommends "${missing_docker[@]}")
+podman_cmd=(apt-get install -y "${missing_podman[@]}")
+
+if ((EUID != 0)); then
+    {
+        missing=("${missing_docker[@]}" "${missing_podman[@]}")
+        echo "missing system packages: ${missing[*]}"
+        echo "install them as root:"
+        echo "  apt-get update"
+        ((${#missing_docker[@]} == 0)) || echo "  ${docker_cmd[*]}"
+        ((${#missing_podman[@]} == 0)) || echo "  ${podman_cmd[*]}"
+    } >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >/dev/null
+((${#missing_docker[@]} == 0)) || "${docker_cmd[@]}" >/dev/null
+((${#missing_podman[@]} == 0)) || "${podman_cmd[@]}" >/dev/null
+tools_present || { echo "dockerd, podman, ip or /bin/busybox still missing after the install" >&2; exit 1; }
+echo "system deps installed: $(versions)"

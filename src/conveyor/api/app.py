@@ -1,0 +1,38 @@
+"""The FastAPI application. Built per platform (no import-time globals), so tests can run several."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import HTTPException, RequestValidationError
+from fastapi.responses import PlainTextResponse, Response
+
+from conveyor import __version__
+from conveyor.api.routes import events, invoke, jobs, services, system
+from conveyor.platform.platform import Platform
+
+
+def create_app(platform: Platform) -> FastAPI:
+    app = FastAPI(
+        title="Conveyor",
+        version=__version__,
+        description="OSCAR-compatible API for event-driven file processing with containers.",
+        redirect_slashes=True,
+    )
+    app.state.platform = platform
+    for module in (system, services, jobs, invoke, events):
+        app.include_router(module.router)
+    app.add_exception_handler(HTTPException, _plain_text_error)
+    app.add_exception_handler(RequestValidationError, _plain_text_validation_error)
+    return app
+
+
+async def _plain_text_error(_request: Request, error: Exception) -> Response:
+    """OSCAR's error bodies are plain text, and some clients show them as they are."""
+    assert isinstance(error, HTTPException)
+    return PlainTextResponse(str(error.detail or ""), status_code=error.status_code, headers=error.headers)
+
+
+async def _plain_text_validation_error(_request: Request, error: Exception) -> Response:
+    assert isinstance(error, RequestValidationError)
+    lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
+    return PlainTextResponse("\n".join(lines), status_code=400)

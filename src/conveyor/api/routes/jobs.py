@@ -1,0 +1,97 @@
+"""Jobs and their logs: OSCAR's /system/logs routes and Conveyor's richer /conveyor/v1/jobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi.responses import PlainTextResponse
+
+from conveyor.api.deps import AdminDep, PlatformDep
+from conveyor.model.job import OSCAR_STATUS, JobRecord, JobState
+
+router = APIRouter(dependencies=[AdminDep])
+
+OSCAR_PAGE = 70
+"""OSCAR's JOB_LISTING_LIMIT."""
+
+
+def _require_service(platform: PlatformDep, service: str) -> None:
+    if platform.ledger.fetch_service(service) is None and not platform.ledger.count_jobs(service):
+        raise HTTPException(404, f"the service {service!r} does not exist")
+
+
+def _page_cursor(page: str | None) -> int | None:
+    if not page:
+        return None
+    try:
+        return int(page)
+    except ValueError:
+        raise HTTPException(400, f"page {page!r} is not a page token from a previous answer") from None
+
+
+@router.get("/system/logs/{service}", tags=["jobs"])
+def oscar_jobs(service: str, platform: PlatformDep, page: str | None = None) -> dict[str, Any]:
+    _require_service(platform, service)
+    rows = platform.ledger.list_jobs(service, limit=OSCAR_PAGE + 1, before_seq=_page_cursor(page))
+    answer: dict[str, Any] = {"jobs": {record.job_id: _oscar_job(record) for _, record in rows[:OSCAR_PAGE]}}
+    if len(rows) > OSCAR_PAGE:
+        answer["next_page"] = str(rows[OSCAR_PAGE - 1][0])
+    return answer
+
+
+def _oscar_job(record: JobRecord) -> dict[str, str]:
+    job = {"status": OSCAR_STATUS[record.state], "creation_time": record.created_at.isoformat()}
+    if record.started_at:
+        job["start_time"] = record.started_at.isoformat()
+    if record.finished_at:
+        job["finish_time"] = record.finished_at.isoformat()
+    return job
+
+
+@router.get("/system/logs/{service}/{job_id}", response_class=PlainTextResponse, tags=["jobs"])
+def job_log(service: str, job_id: str, platform: PlatformDep) -> str:
+    record = platform.ledger.fetch_job(job_id)
+    if record is None or record.service != service:
+        raise HTTPException(404, f"no job {job_id!r} in service {service!r}")
+    return platform.read_log(service, job_id) or ""
+
+
+@router.delete("/system/logs/{service}", status_code=204, tags=["jobs"])
+def delete_jobs(service: str, platform: PlatformDep, all: bool = False) -> Response:
+    removed = platform.ledger.delete_jobs(service, only_succeeded=not all)
+    platform.remove_logs(service, removed)
+    return Response(status_code=204)
+
+
+@router.delete("/system/logs/{service}/{job_id}", status_code=204, tags=["jobs"])
+def delete_job(service: str, job_id: str, platform: PlatformDep) -> Response:
+    if not platform.ledger.delete_job(service, job_id):
+        raise HTTPException(404, f"no job {job_id!r} in service {service!r}")
+    platform.remove_logs(service, [job_id])
+    return Response(status_code=204)
+
+
+@router.get("/conveyor/v1/jobs", tags=["conveyor"])
+def list_jobs(
+    platform: PlatformDep,
+    service: str | None = None,
+    status: list[JobState] = Query(default=[]),  # noqa: B008 - FastAPI's way to declare a list query
+    limit: int = Query(default=100, ge=1, le=10_000),
+    before: int | None = None,
+) -> dict[str, Any]:
+    """Newest first; pass `next` back as `before` for the next page."""
+    rows = platform.ledger.list_jobs(service, states=status, limit=limit + 1, before_seq=before)
+    page = rows[:limit]
+    return {
+        "jobs": [record.model_dump(mode="json") for _, record in page],
+        "next": page[-1][0] if len(rows) > limit else None,
+    }
+
+
+@router.get("/conveyor/v1/jobs/{job_id}", tags=["conveyor"])
+def read_job(job_id: str, platform: PlatformDep) -> JobRecord:
+    record = platform.ledger.fetch_job(job_id)
+    if record is None:
+        raise HTTPException(404, f"no job {job_id!r}")
+    return record

@@ -1,0 +1,118 @@
+"""Services: OSCAR's CRUD under /system/services, and Conveyor's atomic multi-service apply."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+
+from conveyor.api.deps import AdminDep, PlatformDep
+from conveyor.errors import FDLError
+from conveyor.model.service import Service
+from conveyor.platform.deploy import ApplyReport
+
+router = APIRouter(dependencies=[AdminDep])
+
+
+def parse_service(body: Any) -> Service:
+    if not isinstance(body, dict):
+        raise HTTPException(400, "The service specification is not valid: expected a JSON object")
+    try:
+        return Service.model_validate(body)
+    except ValidationError as error:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in error.errors()
+        )
+        raise HTTPException(400, f"The service specification is not valid: {details}") from None
+
+
+def public_json(service: Service) -> dict[str, Any]:
+    return service.public().model_dump(mode="json")
+
+
+@router.get("/system/services", tags=["services"])
+def list_services(platform: PlatformDep) -> list[dict[str, Any]]:
+    return [public_json(s) for s in platform.ledger.list_services()]
+
+
+@router.get("/system/services/{name}", tags=["services"])
+def read_service(name: str, platform: PlatformDep) -> Any:
+    service = platform.ledger.fetch_service(name)
+    if service is None:
+        return Response(status_code=404)
+    return public_json(service)
+
+
+@router.post("/system/services", status_code=201, tags=["services"])
+def create_service(platform: PlatformDep, body: Annotated[Any, Body()]) -> Response:
+    service = parse_service(body)
+    if platform.ledger.fetch_service(service.name) is not None:
+        raise HTTPException(400, "A service with the provided name already exists")
+    _apply(platform, [service])
+    return Response(status_code=201)
+
+
+@router.put("/system/services", status_code=204, tags=["services"])
+def update_service(platform: PlatformDep, body: Annotated[Any, Body()]) -> Response:
+    service = parse_service(body)
+    existing = platform.ledger.fetch_service(service.name)
+    if existing is None:
+        raise HTTPException(404, f"the service {service.name!r} does not exist")
+    _apply(platform, [service.model_copy(update={"token": existing.token})])
+    return Response(status_code=204)
+
+
+@router.delete("/system/services/{name}", status_code=204, tags=["services"])
+def delete_service(name: str, platform: PlatformDep) -> Response:
+    """Removes the service; unlike OSCAR, its buckets and the data in them are kept."""
+    if not platform.delete_service(name):
+        raise HTTPException(404, f"the service {name!r} does not exist")
+    return Response(status_code=204)
+
+
+class ApplyRequest(BaseModel):
+    services: list[dict[str, Any]]
+
+
+class ApplyAnswer(BaseModel):
+    created: list[str]
+    updated: list[str]
+    warnings: list[str]
+
+
+@router.post("/conveyor/v1/apply", tags=["conveyor"], response_model=ApplyAnswer)
+def apply_services(request: ApplyRequest, platform: PlatformDep) -> Any:
+    """Deploy several services at once: all of them, or none when any has a problem.
+
+    Problems come back as `400 {"problems": [{"field", "message"}]}`.
+    """
+    services = [parse_service(body) for body in request.services]
+    try:
+        report = platform.apply(services)
+    except FDLError as error:
+        problems = [{"field": p.field, "message": p.message} for p in error.problems]
+        return JSONResponse(status_code=400, content={"problems": problems})
+    return ApplyAnswer(created=report.created, updated=report.updated, warnings=report.warnings)
+
+
+@router.get("/conveyor/v1/services", tags=["conveyor"])
+def services_overview(platform: PlatformDep) -> list[dict[str, Any]]:
+    counts = platform.ledger.count_jobs()
+    return [
+        {
+            "service": public_json(service),
+            "jobs": {state.value: n for state, n in counts.get(service.name, {}).items()},
+            "event_source": "seaweedfs webhook (embedded store)",
+        }
+        for service in platform.ledger.list_services()
+    ]
+
+
+def _apply(platform: PlatformDep, services: list[Service]) -> ApplyReport:
+    try:
+        return platform.apply(services)
+    except FDLError as error:
+        raise HTTPException(400, "; ".join(str(p) for p in error.problems)) from None

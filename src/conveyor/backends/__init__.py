@@ -1,0 +1,1 @@
+"""Execution backends: where jobs run. Each implements `conveyor.backends.base.Backend`."""

@@ -1,0 +1,63 @@
+"""The backend interface.
+
+    dispatcher ── can_accept(job)? ── submit(job) ──▶ JobHandle
+         ▲                                              │ the job runs: supervisor + script
+         └── listener() ◀── state changed ── status(handles) ──▶ [JobStatus] (terminal ones carry the outcome)
+
+A backend decides *where* a job runs; the supervisor (the same everywhere) decides *what* runs.
+`submit` returns a handle or raises SubmitError; it never returns None. An unknown native state
+stays UNKNOWN, never "finished".
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import ClassVar, Self
+
+from conveyor.model.job import JobHandle, JobSpec, JobStatus
+from conveyor.model.service import Service
+
+Listener = Callable[[], None]
+
+
+class Backend(ABC):
+    name: ClassVar[str]
+    """Registry key: the same string as the module, the settings section and the FDL value."""
+
+    def __init__(self) -> None:
+        self._listener: Listener = lambda: None
+
+    def set_listener(self, listener: Listener) -> None:
+        """`listener` is called (from any thread) whenever a job may have changed state."""
+        self._listener = listener
+
+    @abstractmethod
+    def describe(self) -> str:
+        """One line saying how jobs run here (engine, version, limits)."""
+
+    def warnings_for(self, service: Service) -> list[str]:
+        """What a user deploying `service` here should know (e.g. an image that will be ignored)."""
+        return []
+
+    @abstractmethod
+    def can_accept(self, job: JobSpec) -> bool:
+        """Whether the backend has room to start `job` now."""
+
+    @abstractmethod
+    def submit(self, job: JobSpec) -> JobHandle: ...
+
+    @abstractmethod
+    def status(self, handles: list[JobHandle]) -> list[JobStatus]: ...
+
+    @abstractmethod
+    def cancel(self, handles: list[JobHandle]) -> list[bool]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Stop accepting jobs and release resources."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,155 @@
+"""The local backend: jobs run on this machine, in containers or as host processes.
+
+Each job takes a thread that runs the supervisor; admission keeps the sum of running jobs'
+declared cpu and memory within what the machine (or the configuration) offers.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from conveyor.backends.base import Backend
+from conveyor.backends.local.docker import DockerRunner
+from conveyor.backends.local.process import ProcessRunner
+from conveyor.errors import BackendUnavailable, ConveyorError
+from conveyor.model.job import JobHandle, JobOutcome, JobSpec, JobState, JobStatus
+from conveyor.model.service import Service, parse_memory
+from conveyor.settings import LocalBackendSettings
+from conveyor.storage.registry import ProviderRegistry
+from conveyor.supervisor.run import ScriptRunner, Supervisor
+
+
+def host_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def choose_runner(config: LocalBackendSettings) -> tuple[ScriptRunner, str | None]:
+    """The runner the configuration asks for, and a warning when `auto` fell back to processes."""
+    if config.runtime == "process":
+        return ProcessRunner(), None
+    try:
+        return DockerRunner.discover(config.docker_host, network=config.network), None
+    except BackendUnavailable as error:
+        if config.runtime == "container":
+            raise
+        return ProcessRunner(), f"{error}; running jobs as host processes instead"
+
+
+class Capacity:
+    """CPU and memory reserved by running jobs, against what the machine offers."""
+
+    def __init__(self, cpus: float, memory: int, max_jobs: int) -> None:
+        self.cpus, self.memory, self.max_jobs = cpus, memory, max_jobs
+        self.used_cpus, self.used_memory, self.jobs = 0.0, 0, 0
+        self._lock = threading.Lock()
+
+    def fits(self, service: Service) -> bool:
+        """A job bigger than the whole machine still runs, alone, rather than wait forever."""
+        with self._lock:
+            if self.jobs == 0:
+                return True
+            return (
+                self.jobs < self.max_jobs
+                and self.used_cpus + service.cpu_cores <= self.cpus + 1e-9
+                and self.used_memory + service.memory_bytes <= self.memory
+            )
+
+    def take(self, service: Service) -> None:
+        with self._lock:
+            self.used_cpus += service.cpu_cores
+            self.used_memory += service.memory_bytes
+            self.jobs += 1
+
+    def give_back(self, service: Service) -> None:
+        with self._lock:
+            self.used_cpus -= service.cpu_cores
+            self.used_memory -= service.memory_bytes
+            self.jobs -= 1
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def __init__(self, config: LocalBackendSettings, storage: ProviderRegistry, runner: ScriptRunner) -> None:
+        super().__init__()
+        self.config = config
+        self.runner = runner
+        self.supervisor = Supervisor(storage, runner)
+        self.capacity = Capacity(
+            cpus=config.cpus or float(os.cpu_count() or 1),
+            memory=parse_memory(config.memory) if config.memory else host_memory_bytes(),
+            max_jobs=config.max_jobs,
+        )
+        self._pool = ThreadPoolExecutor(max_workers=config.max_jobs, thread_name_prefix="job")
+        self._futures: dict[str, Future[JobOutcome]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def runs_containers(self) -> bool:
+        return isinstance(self.runner, DockerRunner)
+
+    def describe(self) -> str:
+        return (
+            f"local: {self.runner.describe()}; up to {self.capacity.cpus:g} CPUs and "
+            f"{self.capacity.memory / 2**30:.1f} GiB for jobs, {self.capacity.max_jobs} jobs at most"
+        )
+
+    def warnings_for(self, service: Service) -> list[str]:
+        if self.runs_containers:
+            return []
+        return [f"{service.name}: image {service.image!r} is ignored: jobs run as host processes (runtime: process)"]
+
+    def can_accept(self, job: JobSpec) -> bool:
+        return self.capacity.fits(job.service)
+
+    def submit(self, job: JobSpec) -> JobHandle:
+        self.capacity.take(job.service)
+        future = self._pool.submit(self._run, job)
+        with self._lock:
+            self._futures[job.job_id] = future
+        future.add_done_callback(lambda _: self._listener())
+        return JobHandle(job_id=job.job_id, backend=self.name)
+
+    def _run(self, job: JobSpec) -> JobOutcome:
+        try:
+            return self.supervisor.run(job)
+        except ConveyorError as error:  # the supervisor reports failures as outcomes; this is a safety net
+            return JobOutcome(state=JobState.FAILED, message=str(error))
+        finally:
+            self.capacity.give_back(job.service)
+
+    def status(self, handles: list[JobHandle]) -> list[JobStatus]:
+        statuses = []
+        for handle in handles:
+            with self._lock:
+                future = self._futures.get(handle.job_id)
+            if future is None:
+                statuses.append(JobStatus(handle=handle, state=JobState.UNKNOWN))
+            elif not future.done():
+                statuses.append(JobStatus(handle=handle, state=JobState.RUNNING))
+            else:
+                outcome = _outcome_of(future)
+                with self._lock:
+                    self._futures.pop(handle.job_id, None)
+                statuses.append(JobStatus(handle=handle, state=outcome.state, outcome=outcome))
+        return statuses
+
+    def cancel(self, handles: list[JobHandle]) -> list[bool]:
+        return [self.runner.cancel(handle.job_id) for handle in handles]
+
+    def close(self) -> None:
+        for job_id in list(self._futures):
+            self.runner.cancel(job_id)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        close = getattr(self.runner, "close", None)
+        if close is not None:
+            close()
+
+
+def _outcome_of(future: Future[JobOutcome]) -> JobOutcome:
+    try:
+        return future.result()
+    except Exception as error:
+        return JobOutcome(state=JobState.FAILED, message=f"internal error: {error!r}")

@@ -1,0 +1,186 @@
+"""Run a script in a container through the Docker Engine API.
+
+The same code drives dockerd and podman's Docker-compatible socket. The job's work directory
+(input/, output/, the script) is bind-mounted at the same path, so the contract's paths are the
+same inside and outside. The service's cpu and memory become the container's limits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import DeviceRequest
+from requests.exceptions import ConnectionError as RequestsConnectionError
+from requests.exceptions import ReadTimeout
+
+from conveyor.errors import BackendError, BackendUnavailable, ImageError
+from conveyor.supervisor.run import ScriptInvocation, ScriptResult
+
+STANDARD_SOCKETS = (
+    "/var/run/docker.sock",
+    "/run/podman/podman.sock",
+)
+
+
+def candidate_engine_urls(configured: str | None) -> list[str]:
+    """Where to look for an engine: configuration, DOCKER_HOST, then the standard sockets."""
+    if configured:
+        return [configured]
+    urls = []
+    if os.environ.get("DOCKER_HOST"):
+        urls.append(os.environ["DOCKER_HOST"])
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+    sockets = [*STANDARD_SOCKETS, *([f"{runtime_dir}/podman/podman.sock"] if runtime_dir else [])]
+    urls += [f"unix://{path}" for path in sockets if Path(path).exists()]
+    return urls
+
+
+class DockerRunner:
+    name = "container"
+
+    def __init__(self, base_url: str, *, network: str | None = None) -> None:
+        self.base_url = base_url
+        self.network = network
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self._images_present: set[str] = set()
+        self._running: dict[str, str] = {}
+
+    @classmethod
+    def discover(cls, configured: str | None, *, network: str | None = None) -> DockerRunner:
+        """The first engine that answers, or BackendUnavailable naming every place tried."""
+        tried = []
+        for url in candidate_engine_urls(configured):
+            runner = cls(url, network=network)
+            try:
+                runner.check()
+                return runner
+            except BackendUnavailable as error:
+                tried.append(str(error))
+                runner.close()
+        places = "; ".join(tried) or "DOCKER_HOST is unset and no standard socket exists"
+        raise BackendUnavailable(
+            f"no container engine answered ({places}). Start dockerd or `podman system service`, "
+            "set DOCKER_HOST or local.docker_host, or use runtime 'process'"
+        )
+
+    @property
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = docker.DockerClient(base_url=self.base_url, timeout=60)
+            return self._client
+
+    def check(self) -> str:
+        try:
+            version = self.client.version()
+        except (DockerException, RequestsConnectionError, OSError) as error:
+            raise BackendUnavailable(f"{self.base_url}: {error}") from error
+        product = "podman" if "podman" in str(version.get("Components", "")).lower() else "docker"
+        return f"{product} {version.get('Version', '?')} at {self.base_url}"
+
+    def describe(self) -> str:
+        return f"containers ({self.check()})"
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def ensure_image(self, image: str) -> None:
+        """Pull the image when the engine does not have it; ImageError names image and engine error."""
+        if image in self._images_present:
+            return
+        try:
+            self.client.images.get(image)
+        except ImageNotFound:
+            try:
+                self.client.images.pull(image)
+            except (APIError, DockerException) as error:
+                raise ImageError(
+                    f"image {image!r} is not on the engine and cannot be pulled: {_explain(error)}"
+                ) from error
+        except (APIError, DockerException) as error:
+            raise BackendError(f"the engine failed to inspect image {image!r}: {_explain(error)}") from error
+        self._images_present.add(image)
+
+    def run(self, invocation: ScriptInvocation) -> ScriptResult:
+        service = invocation.service
+        self.ensure_image(service.image)
+        work = str(invocation.work_dir)
+        options: dict[str, Any] = {
+            "command": ["/bin/sh", str(invocation.script_path)],
+            "environment": invocation.env,
+            "working_dir": work,
+            "volumes": {work: {"bind": work, "mode": "rw"}},
+            "nano_cpus": int(service.cpu_cores * 1e9),
+            "mem_limit": service.memory_bytes,
+            "labels": {"conveyor.job": invocation.job_id, "conveyor.service": service.name},
+            "detach": True,
+        }
+        if self.network:
+            options["network_mode"] = self.network
+        if service.enable_gpu:
+            options["device_requests"] = [DeviceRequest(count=1, capabilities=[["gpu"]])]
+        try:
+            container = self.client.containers.create(service.image, **options)
+        except ImageNotFound as error:
+            self._images_present.discard(service.image)
+            raise ImageError(f"image {service.image!r} disappeared from the engine: {_explain(error)}") from error
+        except (APIError, DockerException) as error:
+            raise BackendError(f"the engine could not create the container: {_explain(error)}") from error
+        self._running[invocation.job_id] = container.id
+        try:
+            return self._start_and_wait(container, invocation)
+        finally:
+            self._running.pop(invocation.job_id, None)
+            _remove_quietly(container)
+
+    def _start_and_wait(self, container: Any, invocation: ScriptInvocation) -> ScriptResult:
+        try:
+            container.start()
+        except (APIError, DockerException) as error:
+            raise BackendError(f"the engine could not start the container: {_explain(error)}") from error
+        timed_out = False
+        exit_code: int | None = None
+        try:
+            exit_code = int(container.wait(timeout=invocation.timeout_s)["StatusCode"])
+        except (ReadTimeout, RequestsConnectionError):
+            timed_out = True
+            _kill_quietly(container)
+        with invocation.log_path.open("ab") as log:
+            for chunk in container.logs(stdout=True, stderr=True, stream=True):
+                log.write(chunk)
+        return ScriptResult(exit_code=None if timed_out else exit_code, timed_out=timed_out)
+
+    def cancel(self, job_id: str) -> bool:
+        container_id = self._running.get(job_id)
+        if container_id is None:
+            return False
+        try:
+            self.client.containers.get(container_id).kill()
+        except (NotFound, APIError):
+            return False
+        return True
+
+
+def _explain(error: Exception) -> str:
+    explanation = getattr(error, "explanation", None)
+    return str(explanation or error)
+
+
+def _kill_quietly(container: Any) -> None:
+    with contextlib.suppress(NotFound, APIError):
+        container.kill()
+
+
+def _remove_quietly(container: Any) -> None:
+    with contextlib.suppress(NotFound, APIError):
+        container.remove(force=True)

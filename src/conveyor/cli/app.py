@@ -1,0 +1,119 @@
+"""The root of the `conveyor` command line: global options, the shared context, error handling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from conveyor import __version__
+from conveyor.cli import render
+from conveyor.cli.client import CliError, ConveyorClient, ProblemsError, resolve_connection
+from conveyor.errors import ConveyorError
+from conveyor.layout import DataLayout
+from conveyor.settings import Settings
+
+app = typer.Typer(
+    name="conveyor",
+    help=(
+        "Run a containerised script on every file that lands in a bucket.\n\n"
+        "Start the platform with **conveyor up**, deploy an OSCAR FDL file with "
+        "**conveyor apply workflow.yaml**, drop files in with **conveyor put**, "
+        "follow them with **conveyor jobs** and **conveyor logs**. "
+        "**conveyor demo** shows the whole loop on a video."
+    ),
+    rich_markup_mode="markdown",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@dataclass
+class CliContext:
+    data_dir: Path | None
+    url: str | None
+    user: str | None
+    password: str | None
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Settings from file and environment, with command-line values on top."""
+        if self.data_dir is not None:
+            overrides["data_dir"] = self.data_dir
+        try:
+            return Settings(**overrides)
+        except ValidationError as error:
+            lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
+            raise CliError("; ".join(lines), exit_code=2) from None
+
+    def client(self, timeout_s: float = 60.0) -> ConveyorClient:
+        settings = self.settings()
+        connection = resolve_connection(DataLayout(settings.data_dir), self.url, self.user, self.password)
+        return ConveyorClient(connection, timeout_s=timeout_s)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"conveyor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            envvar="CONVEYOR_DATA_DIR",
+            help="Where the platform keeps everything (default ~/.local/share/conveyor).",
+            show_default=False,
+        ),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", envvar="CONVEYOR_URL", help="API of a Conveyor that is not the local one."),
+    ] = None,
+    user: Annotated[str | None, typer.Option("--user", envvar="CONVEYOR_USER", help="Admin user for --url.")] = None,
+    password: Annotated[
+        str | None, typer.Option("--password", envvar="CONVEYOR_PASSWORD", help="Admin password for --url.")
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    ctx.obj = CliContext(data_dir=data_dir, url=url, user=user, password=password)
+
+
+def context(ctx: typer.Context) -> CliContext:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, CliContext)
+    return obj
+
+
+def _register_commands() -> None:
+    from conveyor.cli.commands import config, demo, jobs, platform, run, services, storage
+
+    for module in (platform, services, storage, jobs, run, demo, config):
+        module.register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    try:
+        app()
+    except ProblemsError as error:
+        for problem in error.problems:
+            render.err.print(f"[red]error:[/red] {problem['field']}: {problem['message']}")
+        raise SystemExit(error.exit_code) from None
+    except CliError as error:
+        render.err.print(f"[red]error:[/red] {error}")
+        raise SystemExit(error.exit_code) from None
+    except ConveyorError as error:
+        render.err.print(f"[red]error:[/red] {error}")
+        raise SystemExit(1) from None

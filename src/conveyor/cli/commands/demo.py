@@ -1,0 +1,177 @@
+"""`conveyor demo`: the thesis' video case study, end to end, on this machine.
+
+It starts a private platform (its own data dir and free ports, so it never disturbs a running
+`conveyor up`), deploys examples/video-process, feeds it a video made from images that
+scikit-image ships, follows the jobs, and checks that every expected output exists.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+import conveyor
+from conveyor.cli import render
+from conveyor.cli.client import CliError, Connection, ConveyorClient, ProblemsError
+from conveyor.cli.commands.jobs import wait_for_jobs
+from conveyor.errors import FDLError, ImageError
+from conveyor.fdl import load_fdl
+from conveyor.model.event import ObjectRef
+from conveyor.platform.platform import Platform
+from conveyor.settings import Settings
+from conveyor.storage.s3 import S3Provider
+
+DEMO_HELP = """Run the video workflow end to end: start a private platform, deploy
+examples/video-process (video → one frame per second → face detection per frame), upload a
+generated video, follow the jobs and print a summary. Exits 0 only if every expected output exists.
+
+Jobs run as host processes by default, so it works on any machine; --runtime container runs the
+same workflow in containers (build the image first: examples/video-process/build-image.sh).
+
+**Example**: conveyor demo --seconds 8
+"""
+
+INPUT_PREFIX = "video/in/"
+FRAMES_PREFIX = "video/frames/"
+RESULTS_PREFIX = "video/results/"
+VIDEO_SERVICE = "video-frames"
+DETECT_SERVICE = "detect-faces"
+
+
+def default_workflow() -> Path:
+    return Path(conveyor.__file__).resolve().parents[2] / "examples" / "video-process" / "workflow.yaml"
+
+
+def demo(
+    runtime: Annotated[str, typer.Option(help="process (default) or container.")] = "process",
+    seconds: Annotated[int, typer.Option(help="Length of the generated video; one frame per second.", min=1)] = 6,
+    workflow: Annotated[Path | None, typer.Option(help="FDL file (default: examples/video-process).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--demo-dir", help="Keep the demo's data here (default: a temporary dir).")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600.0,
+) -> None:
+    if runtime not in ("process", "container"):
+        raise CliError(f"--runtime must be process or container, not {runtime!r}", exit_code=2)
+    fdl = workflow or default_workflow()
+    if not fdl.exists():
+        raise CliError(f"{fdl} does not exist: pass --workflow examples/video-process/workflow.yaml", exit_code=2)
+    try:
+        services = load_fdl(fdl).services
+    except FDLError as error:
+        raise CliError(f"{fdl}: {error}", exit_code=2) from None
+    with tempfile.TemporaryDirectory(prefix="conveyor-demo-") as scratch:
+        root = data_dir or Path(scratch) / "data"
+        settings = Settings(data_dir=root, api={"port": 0}, storage={"s3_port": 0}, local={"runtime": runtime})
+        ok = _run_demo(settings, services, Path(scratch), seconds, timeout)
+    if not ok:
+        raise typer.Exit(1)
+
+
+def _run_demo(settings: Settings, services: list[Any], scratch: Path, seconds: int, timeout: float) -> bool:
+    from conveyor.demo.media import expected_frame_count, make_demo_video
+
+    platform = Platform(settings)
+    with render.err.status("starting a private Conveyor ..."):
+        platform.start()
+    render.note(
+        f"Conveyor up at {platform.api_url} (S3 {platform.s3_endpoint}); jobs run as {platform.backend.describe()}"
+    )
+    try:
+        if platform.backend.runs_containers:
+            _check_images(platform, services)
+        connection = Connection(platform.api_url, platform.credentials.admin_user, platform.credentials.admin_password)
+        with ConveyorClient(connection) as client:
+            answer = client.apply([s.model_dump(mode="json") for s in services])
+            render.note(f"deployed {', '.join(answer['created'] + answer['updated'])}")
+            with render.err.status(f"making a {seconds} s video from scikit-image's pictures ..."):
+                video = make_demo_video(scratch / "demo.mp4", seconds=seconds)
+            store = client.storage()
+            store.upload(video, ObjectRef.parse(INPUT_PREFIX + video.name))
+            frames = expected_frame_count(seconds)
+            render.note(f"uploaded {video.name} to {INPUT_PREFIX}: expecting 1 + {frames} jobs")
+            counts = wait_for_jobs(client, [s.name for s in services], 1 + frames, timeout)
+            jobs = client.jobs(limit=10_000)
+            _print_summary(jobs, [s.name for s in services])
+            return _verify(store, frames, counts)
+    except ProblemsError as error:
+        raise CliError(f"the workflow was refused: {error}", exit_code=2) from None
+    finally:
+        with render.err.status("stopping ..."):
+            platform.stop()
+
+
+def _check_images(platform: Platform, services: list[Any]) -> None:
+    for image in sorted({s.image for s in services}):
+        try:
+            platform.backend.runner.ensure_image(image)
+        except ImageError as error:
+            raise CliError(f"{error}\nbuild it first: examples/video-process/build-image.sh", exit_code=1) from None
+
+
+def _print_summary(jobs: list[dict[str, Any]], services: list[str]) -> None:
+    by_service: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for job in jobs:
+        by_service[job["service"]].append(job)
+    rows = []
+    for name in services:
+        mine = by_service.get(name, [])
+        durations = [
+            (datetime.fromisoformat(j["finished_at"]) - datetime.fromisoformat(j["started_at"])).total_seconds()
+            for j in mine
+            if j["started_at"] and j["finished_at"]
+        ]
+        rows.append(
+            (
+                name,
+                sum(j["state"] == "succeeded" for j in mine),
+                sum(j["state"] in ("failed", "timed_out", "cancelled") for j in mine),
+                render.seconds(statistics.mean(durations)) if durations else "",
+                sum(len(j["outputs"]) for j in mine),
+            )
+        )
+    render.table("Demo summary", ["service", "succeeded", "failed", "mean duration", "outputs written"], rows)
+    for job in jobs:
+        if job["state"] != "succeeded":
+            render.warn(
+                f"{job['job_id']} {job['state']}: {job['message']}  (conveyor logs {job['service']} {job['job_id']})"
+            )
+
+
+def _verify(store: S3Provider, frames: int, counts: dict[str, int]) -> bool:
+    """Every frame must exist, and for each its annotated image and its JSON result."""
+    frame_keys = [i.ref.key for i in store.list("video", "frames/") if i.ref.key.endswith(".jpg")]
+    results = {i.ref.key for i in store.list("video", "results/")}
+    missing = []
+    faces_in = 0
+    for key in frame_keys:
+        stem = Path(key).stem
+        expected = [f"results/{stem}-annotated.jpg", f"results/{stem}.json"]
+        missing += [k for k in expected if k not in results]
+        if expected[1] in results:
+            faces_in += _face_count(store, expected[1]) > 0
+    if len(frame_keys) != frames:
+        render.err.print(f"[red]expected {frames} frames, found {len(frame_keys)}[/red]")
+    for key in missing:
+        render.err.print(f"[red]missing output video/{key}[/red]")
+    ok = len(frame_keys) == frames and not missing and not counts.get("timed_out_waiting")
+    verdict = "[green]all expected outputs exist[/green]" if ok else "[red]some outputs are missing[/red]"
+    render.out.print(f"{len(frame_keys)} frames, faces found in {faces_in}; {verdict}")
+    return ok
+
+
+def _face_count(store: S3Provider, key: str) -> int:
+    with tempfile.NamedTemporaryFile() as scratch:
+        store.download(ObjectRef(bucket="video", key=key), Path(scratch.name))
+        return int(json.loads(Path(scratch.name).read_text()).get("count", 0))
+
+
+def register(app: typer.Typer) -> None:
+    app.command(help=DEMO_HELP)(demo)

@@ -1,0 +1,152 @@
+"""`conveyor jobs`, `conveyor logs`, `conveyor wait`."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+
+from conveyor.cli import render
+from conveyor.cli.app import context
+from conveyor.cli.client import CliError, ConveyorClient
+from conveyor.cli.options import JsonOption
+from conveyor.model.job import TERMINAL_STATES, JobState
+
+JOBS_HELP = """List jobs, newest first: status, times, exit code and the object that started them.
+
+**Examples**: conveyor jobs detect-faces --status failed; conveyor jobs --json
+"""
+
+LOGS_HELP = """Print a job's log: the supervisor's lines and the script's output. Without JOB, the
+latest job of the service.
+
+**Example**: conveyor logs detect-faces
+"""
+
+WAIT_HELP = """Wait until jobs are done, with a progress bar: until nothing is queued or running and
+(with --jobs N) the services have at least N finished jobs in all. Exits 1 if any job failed,
+3 on timeout.
+
+**Example**: conveyor put *.jpg photos/in/ && conveyor wait grayify --jobs 20
+"""
+
+FAILED = {JobState.FAILED.value, JobState.TIMED_OUT.value, JobState.CANCELLED.value}
+
+
+def jobs(
+    ctx: typer.Context,
+    service: Annotated[str | None, typer.Argument(help="Only this service's jobs.")] = None,
+    status: Annotated[
+        list[JobState] | None, typer.Option("--status", "-s", help="Only jobs in this state (repeatable).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="How many jobs at most.", min=1)] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    with context(ctx).client() as client:
+        listing = client.jobs(service, [s.value for s in status or []], limit)
+    if as_json:
+        render.print_json(listing)
+        return
+    rows = [
+        (
+            job["job_id"],
+            job["state"],
+            job["attempt"],
+            render.short_time(job["created_at"]),
+            render.seconds(_duration(job)),
+            "" if job["exit_code"] is None else job["exit_code"],
+            _trigger(job),
+            job["message"],
+        )
+        for job in listing
+    ]
+    render.table(None, ["job", "status", "try", "created", "took", "exit", "input", "message"], rows)
+
+
+def _duration(job: dict[str, Any]) -> float | None:
+    if job["started_at"] and job["finished_at"]:
+        return (datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])).total_seconds()
+    return None
+
+
+def _trigger(job: dict[str, Any]) -> str:
+    trigger = job.get("trigger")
+    if not trigger:
+        return "(http request)"
+    return f"{trigger['ref']['bucket']}/{trigger['ref']['key']}"
+
+
+def logs(
+    ctx: typer.Context,
+    service: Annotated[str, typer.Argument(help="The service.")],
+    job: Annotated[str | None, typer.Argument(help="The job (default: the latest).")] = None,
+) -> None:
+    with context(ctx).client() as client:
+        if job is None:
+            latest = client.jobs(service, limit=1)
+            if not latest:
+                raise CliError(f"service {service!r} has no jobs yet", exit_code=2)
+            job = latest[0]["job_id"]
+            render.note(f"latest job: {job}")
+        print(client.log(service, job), end="")
+
+
+def wait(
+    ctx: typer.Context,
+    services: Annotated[list[str] | None, typer.Argument(help="Services to wait for (default: all).")] = None,
+    expected: Annotated[int, typer.Option("--jobs", help="Finished jobs to wait for, at least.", min=0)] = 0,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600.0,
+    as_json: JsonOption = False,
+) -> None:
+    with context(ctx).client() as client:
+        counts = wait_for_jobs(client, services or [], expected, timeout, quiet=as_json)
+    if as_json:
+        render.print_json(counts)
+    failed = sum(counts.get(state, 0) for state in FAILED)
+    if counts.get("timed_out_waiting"):
+        raise CliError(f"gave up after {timeout:g} s: {_summary(counts)}", exit_code=3)
+    if failed:
+        raise CliError(f"{failed} job(s) failed: {_summary(counts)}; see conveyor jobs --status failed")
+    if not as_json:
+        render.out.print(f"done: {_summary(counts)}")
+
+
+def _summary(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {state}" for state, n in counts.items() if n and state != "timed_out_waiting")
+
+
+def wait_for_jobs(
+    client: ConveyorClient, services: list[str], expected: int, timeout_s: float, *, quiet: bool = False
+) -> dict[str, int]:
+    """Poll the platform until the jobs are done; returns job counts by state."""
+    deadline = time.monotonic() + timeout_s
+    with render.progress(transient=quiet) as bar:
+        task = bar.add_task("jobs", total=expected or None, visible=not quiet)
+        while True:
+            counts = _counts(client.status()["jobs"], services)
+            finished = sum(n for state, n in counts.items() if state in {s.value for s in TERMINAL_STATES})
+            pending = counts.get("queued", 0) + counts.get("running", 0)
+            bar.update(task, completed=finished, total=max(expected, finished + pending) or None)
+            if finished >= expected and pending == 0:
+                return counts
+            if time.monotonic() > deadline:
+                return counts | {"timed_out_waiting": 1}
+            time.sleep(0.2)
+
+
+def _counts(by_service: dict[str, dict[str, int]], services: list[str]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for name, states in by_service.items():
+        if services and name not in services:
+            continue
+        for state, number in states.items():
+            totals[state] = totals.get(state, 0) + number
+    return totals
+
+
+def register(app: typer.Typer) -> None:
+    app.command(help=JOBS_HELP)(jobs)
+    app.command(help=LOGS_HELP)(logs)
+    app.command(help=WAIT_HELP)(wait)

@@ -1,0 +1,168 @@
+"""`conveyor put`, `conveyor get`, `conveyor ls`: files in the platform's store.
+
+Paths are `bucket/folder/name`. Any S3 client works too: `conveyor up` prints the endpoint and
+keys, and `/system/config` hands them to OSCAR clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+from conveyor.cli import render
+from conveyor.cli.app import context
+from conveyor.cli.client import CliError
+from conveyor.cli.options import JsonOption
+from conveyor.errors import StorageError
+from conveyor.model.event import ObjectRef
+from conveyor.storage.base import StorageProvider
+
+PUT_HELP = """Upload files (or whole directories) into the store. A destination ending in '/' is a
+folder: each file keeps its name (and a directory its inner paths) under it. Every file that
+lands under a service's input path starts one job.
+
+**Example**: conveyor put frames/*.jpg video/frames/
+"""
+
+GET_HELP = """Download an object, or every object under a folder (a source ending in '/').
+
+**Example**: conveyor get video/results/ ./results
+"""
+
+LS_HELP = """List buckets, or the objects in a bucket or under bucket/prefix.
+
+**Example**: conveyor ls video/results/ --json
+"""
+
+PARALLEL_TRANSFERS = 8
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _parse_ref(text: str) -> ObjectRef:
+    try:
+        return ObjectRef.parse(text)
+    except ValueError as error:
+        raise CliError(str(error), exit_code=2) from None
+
+
+def _upload_plan(sources: list[Path], destination: str) -> list[tuple[Path, ObjectRef]]:
+    dest = _parse_ref(destination)
+    as_folder = destination.endswith("/") or len(sources) > 1 or any(s.is_dir() for s in sources) or not dest.key
+    folder = dest.key.rstrip("/")
+    plan: list[tuple[Path, ObjectRef]] = []
+    for source in sources:
+        if not source.exists():
+            raise CliError(f"{source}: no such file or directory", exit_code=2)
+        files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+        for file in files:
+            relative = file.relative_to(source).as_posix() if source.is_dir() else file.name
+            if source.is_dir():
+                relative = f"{source.name}/{relative}"
+            key = f"{folder}/{relative}".lstrip("/") if as_folder else dest.key
+            plan.append((file, ObjectRef(bucket=dest.bucket, key=key)))
+    return plan
+
+
+def put(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[str], typer.Argument(help="Local files or directories, then the destination bucket/folder/.")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    if len(paths) < 2:
+        raise CliError("give at least one local file and a destination, e.g. conveyor put a.jpg bucket/in/", 2)
+    *sources, destination = paths
+    plan = _upload_plan([Path(source) for source in sources], destination)
+    with context(ctx).client() as client:
+        store = client.storage()
+        store.ensure_bucket(plan[0][1].bucket)
+        stored = _transfer(plan, lambda item: store.upload(*item), "uploading", quiet=as_json)
+    if as_json:
+        render.print_json([{"key": str(info.ref), "size": info.size, "etag": info.etag} for info in stored])
+    else:
+        render.out.print(f"uploaded {len(stored)} file(s) to {plan[0][1].bucket}")
+
+
+def _transfer(items: list[T], action: Callable[[T], R], description: str, *, quiet: bool) -> list[R]:
+    """Run `action` over `items` a few at a time, with a progress bar for more than one."""
+    results = []
+    with ThreadPoolExecutor(PARALLEL_TRANSFERS) as pool, render.progress(transient=quiet) as bar:
+        task = bar.add_task(description, total=len(items), visible=len(items) > 1 and not quiet)
+        try:
+            for result in pool.map(action, items):
+                results.append(result)
+                bar.advance(task)
+        except StorageError as error:
+            raise CliError(f"{description} stopped: {error}") from None
+    return results
+
+
+def get(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="bucket/key, or bucket/folder/ for everything under it.")],
+    destination: Annotated[Path, typer.Argument(help="File or directory to write.")] = Path(),
+) -> None:
+    ref = _parse_ref(source)
+    with context(ctx).client() as client:
+        store = client.storage()
+        if source.endswith("/") or not ref.key:
+            plan = _download_plan(store, ref, destination)
+        else:
+            target = destination / ref.name if destination.is_dir() else destination
+            plan = [(ref, target)]
+        for _, target in plan:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        _transfer(plan, lambda item: store.download(*item), "downloading", quiet=False)
+    render.out.print(f"downloaded {len(plan)} file(s)")
+
+
+def _download_plan(store: StorageProvider, folder: ObjectRef, destination: Path) -> list[tuple[ObjectRef, Path]]:
+    prefix = folder.key
+    plan = []
+    for info in store.list(folder.bucket, prefix):
+        if info.ref.key.endswith("/"):
+            continue
+        relative = info.ref.key[len(prefix) :].lstrip("/")
+        plan.append((info.ref, destination / relative))
+    if not plan:
+        raise CliError(f"nothing under {folder.bucket}/{prefix}", exit_code=2)
+    return plan
+
+
+def ls(
+    ctx: typer.Context,
+    path: Annotated[str | None, typer.Argument(help="bucket or bucket/prefix; nothing lists buckets.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    with context(ctx).client() as client:
+        store = client.storage()
+        try:
+            if path is None:
+                buckets = store.list_buckets()
+                render.print_json(buckets) if as_json else render.table(None, ["bucket"], [(b,) for b in buckets])
+                return
+            ref = _parse_ref(path)
+            objects = [info for info in store.list(ref.bucket, ref.key) if not info.ref.key.endswith("/")]
+        except StorageError as error:
+            raise CliError(str(error), exit_code=2 if "NoSuchBucket" in str(error) else 1) from None
+    if as_json:
+        render.print_json(
+            [{"key": o.ref.key, "size": o.size, "etag": o.etag, "last_modified": o.last_modified} for o in objects]
+        )
+        return
+    rows = [
+        (o.ref.key, render.size(o.size), o.last_modified.astimezone().strftime("%Y-%m-%d %H:%M:%S")) for o in objects
+    ]
+    render.table(None, ["key", "size", "modified"], rows)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(help=PUT_HELP)(put)
+    app.command(help=GET_HELP)(get)
+    app.command(help=LS_HELP)(ls)

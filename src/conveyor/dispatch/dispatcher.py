@@ -1,0 +1,161 @@
+"""The dispatcher: takes queued jobs from the ledger, oldest first, and hands them to the backend
+while it has room; records outcomes when the backend reports them.
+
+It sleeps on a condition variable and wakes when an event is accepted, a job finishes, or a
+service changes; the periodic wake-up is only a safety net.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future
+
+from conveyor.backends.base import Backend
+from conveyor.errors import ConveyorError
+from conveyor.layout import DataLayout
+from conveyor.ledger.store import ClaimedJob, Ledger
+from conveyor.model.event import utcnow
+from conveyor.model.job import TERMINAL_STATES, JobHandle, JobOutcome, JobSpec, JobState
+from conveyor.model.service import Service
+
+log = logging.getLogger(__name__)
+
+SAFETY_WAKE_S = 5.0
+PAGE = 64
+
+
+class Dispatcher:
+    def __init__(self, ledger: Ledger, backend: Backend, layout: DataLayout) -> None:
+        self.ledger = ledger
+        self.backend = backend
+        self.layout = layout
+        self._wake = threading.Condition()
+        self._woken = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._inflight: dict[str, JobHandle] = {}
+        self._waiters: dict[str, Future[JobOutcome]] = {}
+        self._waiters_lock = threading.Lock()
+        self._services: dict[str, Service] = {}
+        backend.set_listener(self.wake)
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def wake(self) -> None:
+        with self._wake:
+            self._woken = True
+            self._wake.notify_all()
+
+    def services_changed(self) -> None:
+        self._services.clear()
+        self.wake()
+
+    def expect(self, job_id: str) -> Future[JobOutcome]:
+        """A future resolved with the job's outcome, for callers who wait (`/run`)."""
+        future: Future[JobOutcome] = Future()
+        with self._waiters_lock:
+            self._waiters[job_id] = future
+        return future
+
+    def forget(self, job_id: str) -> None:
+        with self._waiters_lock:
+            self._waiters.pop(job_id, None)
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                if not self._woken and not self._stopping:
+                    self._wake.wait(SAFETY_WAKE_S)
+                self._woken = False
+                if self._stopping:
+                    return
+            try:
+                self._collect_finished()
+                self._dispatch_queued()
+            except Exception:  # the dispatcher must survive any one bad job or a busy database
+                log.exception("dispatcher round failed; retrying")
+
+    def _collect_finished(self) -> None:
+        if not self._inflight:
+            return
+        for status in self.backend.status(list(self._inflight.values())):
+            if status.state not in TERMINAL_STATES or status.outcome is None:
+                continue
+            job_id = status.handle.job_id
+            self._inflight.pop(job_id, None)
+            self._finish(job_id, status.outcome)
+
+    def _dispatch_queued(self) -> None:
+        """Start queued jobs in order until the backend is full (strict FIFO: no job starves)."""
+        while True:
+            page = self.ledger.next_queued(PAGE)
+            for job in page:
+                if not self._start(job):
+                    return
+            if len(page) < PAGE:
+                return
+
+    def _start(self, job: ClaimedJob) -> bool:
+        """Submit one job; False when the backend is full and dispatching must pause."""
+        service = self._service(job.service)
+        if service is None:
+            self.ledger.mark_running(job.job_id)
+            self._finish(job.job_id, JobOutcome(state=JobState.CANCELLED, message="its service no longer exists"))
+            return True
+        spec = self._spec(job, service)
+        if not self.backend.can_accept(spec):
+            return False
+        if not self.ledger.mark_running(job.job_id):
+            return True
+        try:
+            self._inflight[job.job_id] = self.backend.submit(spec)
+        except ConveyorError as error:
+            self._finish(job.job_id, JobOutcome(state=JobState.FAILED, message=f"submit failed: {error}"))
+        return True
+
+    def _spec(self, job: ClaimedJob, service: Service) -> JobSpec:
+        return JobSpec(
+            job_id=job.job_id,
+            service=service,
+            event=job.event,
+            request_path=job.request_path,
+            sync=job.sync,
+            attempt=job.attempt,
+            work_dir=self.layout.work_dir(job.job_id),
+            log_path=self.layout.log_path(service.name, job.job_id),
+        )
+
+    def _service(self, name: str) -> Service | None:
+        service = self._services.get(name)
+        if service is None:
+            service = self.ledger.fetch_service(name, with_secrets=True)
+            if service is not None:
+                self._services[name] = service
+        return service
+
+    def _finish(self, job_id: str, outcome: JobOutcome) -> None:
+        outcome.finished_at = outcome.finished_at or utcnow()
+        self.ledger.finish_job(job_id, outcome)
+        with self._waiters_lock:
+            waiter = self._waiters.pop(job_id, None)
+        if waiter is not None:
+            waiter.set_result(outcome)

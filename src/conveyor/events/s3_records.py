@@ -1,0 +1,75 @@
+"""S3-style notification records (AWS S3, MinIO, Ceph RGW) → ObjectEvent.
+
+MinIO's webhook body, for instance (reference/oscar-api.md §3.2):
+
+    {"EventName": "s3:ObjectCreated:Put", "Key": "grayify/in/cat.jpg",
+     "Records": [{"eventSource": "minio:s3", "eventTime": "2026-06-01T10:00:00.000Z",
+                  "eventName": "s3:ObjectCreated:Put",
+                  "s3": {"bucket": {"name": "grayify"},
+                         "object": {"key": "in%2Fcat.jpg", "size": 1234, "eTag": "..."}}}]}
+
+Keys arrive URL-encoded from AWS and MinIO (`in%2Fcat.jpg`, spaces as `+`); Ceph RGW sends them plain,
+which unquote_plus leaves unchanged unless they contain `%` or `+`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from urllib.parse import unquote_plus
+
+from conveyor.model.event import ObjectEvent, ObjectRef, utcnow
+from conveyor.model.service import DEFAULT_PROVIDER
+
+
+def parse_s3_records(body: bytes | str | dict[str, Any], provider: str = DEFAULT_PROVIDER) -> list[ObjectEvent]:
+    """Object-created events in a notification body; [] when it is not one."""
+    data = body if isinstance(body, dict) else _json_or_none(body)
+    if not isinstance(data, dict):
+        return []
+    records = data.get("Records")
+    if not isinstance(records, list):
+        return []
+    events = []
+    for record in records:
+        event = _record_event(record, provider)
+        if event is not None:
+            events.append(event)
+    return events
+
+
+def _record_event(record: Any, provider: str) -> ObjectEvent | None:
+    if not isinstance(record, dict) or "ObjectRemoved" in str(record.get("eventName", "")):
+        return None
+    s3 = record.get("s3")
+    if not isinstance(s3, dict):
+        return None
+    bucket = (s3.get("bucket") or {}).get("name")
+    obj = s3.get("object") or {}
+    key = unquote_plus(str(obj.get("key") or ""))
+    if not bucket or not key or key.endswith("/"):
+        return None
+    return ObjectEvent(
+        ref=ObjectRef(provider=provider, bucket=bucket, key=key),
+        etag=str(obj.get("eTag") or obj.get("etag") or "").strip('"'),
+        size=obj.get("size"),
+        event_time=_event_time(record.get("eventTime")),
+        source=str(record.get("eventSource") or "s3"),
+    )
+
+
+def _event_time(value: Any) -> datetime:
+    if not value:
+        return utcnow()
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return utcnow()
+
+
+def _json_or_none(body: bytes | str) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None

@@ -1,0 +1,48 @@
+"""Where things live under the data directory. One place decides every path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    root: Path
+
+    @property
+    def database(self) -> Path:
+        return self.root / "conveyor.db"
+
+    @property
+    def credentials(self) -> Path:
+        """Admin password, S3 keys and the internal webhook token (mode 600)."""
+        return self.root / "credentials.json"
+
+    @property
+    def platform_file(self) -> Path:
+        """Where a running `conveyor up` says how to reach it."""
+        return self.root / "platform.json"
+
+    @property
+    def seaweedfs(self) -> Path:
+        return self.root / "seaweedfs"
+
+    @property
+    def requests(self) -> Path:
+        """Bodies of HTTP invocations, kept until their job is gone."""
+        return self.root / "requests"
+
+    def work_dir(self, job_id: str) -> Path:
+        return self.root / "work" / job_id
+
+    def log_path(self, service: str, job_id: str) -> Path:
+        return self.root / "logs" / service / f"{job_id}.log"
+
+    def request_path(self, job_id: str) -> Path:
+        return self.requests / f"{job_id}.body"
+
+    def create(self) -> None:
+        for directory in (self.root, self.root / "work", self.root / "logs", self.requests, self.seaweedfs):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)

@@ -1,0 +1,358 @@
+"""Every read and write of the ledger. Nothing else in Conveyor issues SQL.
+
+Events are written before anyone acknowledges them; a job is born in the same transaction as
+its event, so an accepted event always has a job and a duplicate never gets a second one.
+"""
+
+from __future__ import annotations
+
+import secrets as token_source
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from conveyor.ledger.db import create_ledger_engine
+from conveyor.ledger.tables import Base, EventRow, JobOutputRow, JobRow, ServiceRow
+from conveyor.model.event import ObjectEvent, ObjectInfo, ObjectRef, utcnow
+from conveyor.model.job import TERMINAL_STATES, JobOutcome, JobRecord, JobState
+from conveyor.model.service import Service
+
+
+def new_job_id(service: str) -> str:
+    return f"{service}-{uuid.uuid4()}"
+
+
+def new_service_token() -> str:
+    """OSCAR's service token: hex of 32 random bytes (64 characters)."""
+    return token_source.token_hex(32)
+
+
+class Ledger:
+    def __init__(self, url: str) -> None:
+        self._write_engine: Engine = create_ledger_engine(url, immediate=True)
+        self._read_engine: Engine = create_ledger_engine(url, immediate=False)
+        Base.metadata.create_all(self._write_engine)
+        self._writing = sessionmaker(self._write_engine, expire_on_commit=False)
+        self._reading = sessionmaker(self._read_engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self._write_engine.dispose()
+        self._read_engine.dispose()
+
+    # ---- services -------------------------------------------------------------------------
+
+    def put_service(self, service: Service) -> tuple[Service, bool]:
+        """Create or replace a service. Secrets are kept apart; the token survives updates.
+
+        Returns the stored service (with its token) and whether it was created.
+        """
+        now = utcnow()
+        stored_secrets = dict(service.environment.secrets)
+        definition = service.public().model_dump(mode="json")
+        with self._writing.begin() as session:
+            row = session.get(ServiceRow, service.name)
+            created = row is None
+            if row is None:
+                row = ServiceRow(name=service.name, created_at=now, token=service.token or new_service_token())
+                session.add(row)
+            row.definition = definition
+            row.secrets = stored_secrets
+            row.updated_at = now
+            token = row.token
+        stored = service.model_copy(update={"token": token})
+        return stored, created
+
+    def fetch_service(self, name: str, *, with_secrets: bool = False) -> Service | None:
+        with self._reading() as session:
+            row = session.get(ServiceRow, name)
+            return None if row is None else _service_from_row(row, with_secrets=with_secrets)
+
+    def list_services(self) -> list[Service]:
+        with self._reading() as session:
+            rows = session.scalars(select(ServiceRow).order_by(ServiceRow.name))
+            return [_service_from_row(row, with_secrets=False) for row in rows]
+
+    def delete_service(self, name: str) -> bool:
+        """Remove a service; its queued jobs are cancelled, its history and data are kept."""
+        with self._writing.begin() as session:
+            row = session.get(ServiceRow, name)
+            if row is None:
+                return False
+            session.delete(row)
+            session.execute(
+                update(JobRow)
+                .where(JobRow.service == name, JobRow.status == JobState.QUEUED)
+                .values(status=JobState.CANCELLED, message="service deleted before the job ran", finished_at=utcnow())
+            )
+            return True
+
+    # ---- events and jobs ------------------------------------------------------------------
+
+    def record_event(self, event: ObjectEvent, services: Iterable[str]) -> list[str]:
+        """Accept `event` for each service; returns the ids of the jobs created.
+
+        A second notification of the same object version (same etag) for the same service is
+        counted on the first event and creates nothing.
+        """
+        created: list[str] = []
+        now = utcnow()
+        for service in services:
+            with self._writing.begin() as session:
+                existing = session.scalar(_event_identity(service, event))
+                if existing is not None:
+                    existing.duplicates += 1
+                    continue
+                row = _event_row(service, event, now)
+                session.add(row)
+                try:
+                    session.flush()
+                except IntegrityError:  # a concurrent writer on another database won the race
+                    session.rollback()
+                    continue
+                job = JobRow(
+                    id=new_job_id(service), service=service, event_id=row.id, status=JobState.QUEUED, created_at=now
+                )
+                session.add(job)
+                created.append(job.id)
+        return created
+
+    def create_request_job(self, service: str, request_path: str, *, sync: bool, job_id: str | None = None) -> str:
+        """A job for an HTTP invocation whose body is saved at `request_path`."""
+        job_id = job_id or new_job_id(service)
+        with self._writing.begin() as session:
+            session.add(
+                JobRow(
+                    id=job_id,
+                    service=service,
+                    request_path=request_path,
+                    sync=sync,
+                    status=JobState.QUEUED,
+                    created_at=utcnow(),
+                )
+            )
+        return job_id
+
+    def next_queued(self, limit: int) -> list[ClaimedJob]:
+        """The oldest queued jobs, oldest first; nothing is changed (see mark_running)."""
+        with self._reading() as session:
+            rows = list(
+                session.scalars(
+                    select(JobRow).where(JobRow.status == JobState.QUEUED).order_by(JobRow.seq).limit(limit)
+                )
+            )
+            event_ids = [row.event_id for row in rows if row.event_id is not None]
+            events = {e.id: e for e in session.scalars(select(EventRow).where(EventRow.id.in_(event_ids)))}
+            return [
+                ClaimedJob(
+                    job_id=row.id,
+                    service=row.service,
+                    attempt=row.attempt,
+                    sync=row.sync,
+                    request_path=row.request_path,
+                    event=_event_from_row(events[row.event_id]) if row.event_id in events else None,
+                )
+                for row in rows
+            ]
+
+    def mark_running(self, job_id: str) -> bool:
+        """Queued → running; False when the job is no longer queued (cancelled meanwhile)."""
+        with self._writing.begin() as session:
+            result = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == JobState.QUEUED)
+                .values(status=JobState.RUNNING, started_at=utcnow())
+            )
+            return bool(result.rowcount)
+
+    def has_queued(self) -> bool:
+        with self._reading() as session:
+            return session.scalar(select(JobRow.seq).where(JobRow.status == JobState.QUEUED).limit(1)) is not None
+
+    def finish_job(self, job_id: str, outcome: JobOutcome) -> None:
+        with self._writing.begin() as session:
+            row = session.scalar(select(JobRow).where(JobRow.id == job_id))
+            if row is None:
+                return
+            row.status = outcome.state
+            row.exit_code = outcome.exit_code
+            row.message = outcome.message
+            row.started_at = outcome.started_at or row.started_at
+            row.finished_at = outcome.finished_at or utcnow()
+            session.execute(delete(JobOutputRow).where(JobOutputRow.job_id == job_id))
+            session.add_all(
+                JobOutputRow(
+                    job_id=job_id,
+                    provider=info.ref.provider,
+                    bucket=info.ref.bucket,
+                    key=info.ref.key,
+                    etag=info.etag,
+                    size=info.size,
+                )
+                for info in outcome.outputs
+            )
+
+    def requeue_interrupted(self) -> int:
+        """Jobs left running by a platform that stopped are queued again as a new attempt."""
+        with self._writing.begin() as session:
+            result = session.execute(
+                update(JobRow)
+                .where(JobRow.status == JobState.RUNNING)
+                .values(
+                    status=JobState.QUEUED,
+                    attempt=JobRow.attempt + 1,
+                    started_at=None,
+                    message="re-queued: the platform stopped while the job ran",
+                )
+            )
+            return result.rowcount or 0
+
+    # ---- reading jobs ---------------------------------------------------------------------
+
+    def list_jobs(
+        self,
+        service: str | None = None,
+        *,
+        states: Iterable[JobState] = (),
+        limit: int = 100,
+        before_seq: int | None = None,
+        newest_first: bool = True,
+    ) -> list[tuple[int, JobRecord]]:
+        """Jobs with their sequence number (for paging), newest first by default."""
+        wanted = [s.value for s in states]
+        with self._reading() as session:
+            query = select(JobRow)
+            if service:
+                query = query.where(JobRow.service == service)
+            if wanted:
+                query = query.where(JobRow.status.in_(wanted))
+            if before_seq is not None:
+                query = query.where(JobRow.seq < before_seq)
+            query = query.order_by(JobRow.seq.desc() if newest_first else JobRow.seq).limit(limit)
+            rows = list(session.scalars(query))
+            return [(row.seq, self._record(session, row)) for row in rows]
+
+    def fetch_job(self, job_id: str) -> JobRecord | None:
+        with self._reading() as session:
+            row = session.scalar(select(JobRow).where(JobRow.id == job_id))
+            return None if row is None else self._record(session, row)
+
+    def count_jobs(self, service: str | None = None) -> dict[str, dict[JobState, int]]:
+        """{service: {state: n}} for every service with jobs (or only `service`)."""
+        with self._reading() as session:
+            query = select(JobRow.service, JobRow.status, func.count()).group_by(JobRow.service, JobRow.status)
+            if service:
+                query = query.where(JobRow.service == service)
+            counts: dict[str, dict[JobState, int]] = {}
+            for name, status, number in session.execute(query):
+                counts.setdefault(name, {})[JobState(status)] = number
+            return counts
+
+    def delete_jobs(self, service: str, *, only_succeeded: bool) -> list[str]:
+        """Forget finished jobs of a service; returns their ids (their logs go with them)."""
+        states = [JobState.SUCCEEDED] if only_succeeded else [s.value for s in TERMINAL_STATES]
+        with self._writing.begin() as session:
+            ids = list(session.scalars(select(JobRow.id).where(JobRow.service == service, JobRow.status.in_(states))))
+            self._delete_job_rows(session, ids)
+            return ids
+
+    def delete_job(self, service: str, job_id: str) -> bool:
+        with self._writing.begin() as session:
+            found = session.scalar(select(JobRow.id).where(JobRow.id == job_id, JobRow.service == service))
+            if found is None:
+                return False
+            self._delete_job_rows(session, [job_id])
+            return True
+
+    @staticmethod
+    def _delete_job_rows(session: Session, ids: list[str]) -> None:
+        if ids:
+            session.execute(delete(JobOutputRow).where(JobOutputRow.job_id.in_(ids)))
+            session.execute(delete(JobRow).where(JobRow.id.in_(ids)))
+
+    @staticmethod
+    def _record(session: Session, row: JobRow) -> JobRecord:
+        event = session.get(EventRow, row.event_id) if row.event_id is not None else None
+        outputs = session.scalars(select(JobOutputRow).where(JobOutputRow.job_id == row.id))
+        return JobRecord(
+            job_id=row.id,
+            service=row.service,
+            state=JobState(row.status),
+            attempt=row.attempt,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            exit_code=row.exit_code,
+            message=row.message or "",
+            trigger=_info_from_event(event) if event else None,
+            outputs=[
+                ObjectInfo(ref=ObjectRef(provider=o.provider, bucket=o.bucket, key=o.key), etag=o.etag, size=o.size)
+                for o in outputs
+            ],
+        )
+
+
+@dataclass(slots=True)
+class ClaimedJob:
+    """A job the dispatcher has just taken from the queue."""
+
+    job_id: str
+    service: str
+    attempt: int
+    sync: bool
+    request_path: str | None
+    event: ObjectEvent | None
+
+
+def _service_from_row(row: ServiceRow, *, with_secrets: bool) -> Service:
+    service = Service.model_validate({**row.definition, "token": row.token})
+    if with_secrets:
+        service.environment.secrets = dict(row.secrets)
+    return service
+
+
+def _event_identity(service: str, event: ObjectEvent):
+    return select(EventRow).where(
+        EventRow.service == service,
+        EventRow.provider == event.ref.provider,
+        EventRow.bucket == event.ref.bucket,
+        EventRow.key == event.ref.key,
+        EventRow.etag == event.etag,
+    )
+
+
+def _event_row(service: str, event: ObjectEvent, received_at: datetime) -> EventRow:
+    return EventRow(
+        service=service,
+        provider=event.ref.provider,
+        bucket=event.ref.bucket,
+        key=event.ref.key,
+        etag=event.etag,
+        size=event.size,
+        event_time=event.event_time,
+        received_at=received_at,
+        source=event.source,
+    )
+
+
+def _event_from_row(row: EventRow) -> ObjectEvent:
+    return ObjectEvent(
+        ref=ObjectRef(provider=row.provider, bucket=row.bucket, key=row.key),
+        etag=row.etag,
+        size=row.size,
+        event_time=row.event_time,
+        source=row.source,
+    )
+
+
+def _info_from_event(row: EventRow) -> ObjectInfo:
+    return ObjectInfo(
+        ref=ObjectRef(provider=row.provider, bucket=row.bucket, key=row.key),
+        etag=row.etag,
+        size=row.size,
+        last_modified=row.event_time,
+    )

@@ -1,0 +1,109 @@
+"""Jobs: one run of a service's script for one event or one HTTP request."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from conveyor.model.event import ObjectEvent, ObjectInfo
+from conveyor.model.service import Service
+
+
+class JobState(StrEnum):
+    """Where a job is. Every backend reports in these states and nothing else."""
+
+    QUEUED = "queued"
+    """Recorded in the ledger, waiting for capacity."""
+    RUNNING = "running"
+    """Handed to a backend: staging in, running the script or staging out."""
+    SUCCEEDED = "succeeded"
+    """The script exited 0 and every output was stored."""
+    FAILED = "failed"
+    """The script exited non-zero, or staging, the image or the engine failed."""
+    TIMED_OUT = "timed_out"
+    """Killed when it ran past the service's `timeout`."""
+    CANCELLED = "cancelled"
+    """Stopped on request, or its service was deleted before it ran."""
+    UNKNOWN = "unknown"
+    """The backend cannot say; never treated as finished."""
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED})
+
+OSCAR_STATUS = {
+    JobState.QUEUED: "Pending",
+    JobState.RUNNING: "Running",
+    JobState.SUCCEEDED: "Succeeded",
+    JobState.FAILED: "Failed",
+    JobState.TIMED_OUT: "Failed",
+    JobState.CANCELLED: "Failed",
+    JobState.UNKNOWN: "Unknown",
+}
+
+
+class JobSpec(BaseModel):
+    """Everything a backend needs to run one job. Secrets are filled in, so never log it whole."""
+
+    job_id: str
+    service: Service
+    event: ObjectEvent | None = None
+    request_path: Path | None = None
+    """Body of an HTTP invocation (`/run`, `/job`) when the job is not about a stored object."""
+    sync: bool = False
+    """A caller waits for the response (`/run`): the supervisor builds one."""
+    attempt: int = 1
+    work_dir: Path
+    log_path: Path
+
+
+class JobOutcome(BaseModel):
+    """How a job ended, as the supervisor saw it."""
+
+    state: JobState
+    exit_code: int | None = None
+    message: str = ""
+    outputs: list[ObjectInfo] = Field(default_factory=list)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    response: bytes | None = None
+
+
+class JobHandle(BaseModel):
+    """A backend's receipt for a submitted job."""
+
+    job_id: str
+    backend: str
+    native_id: str = ""
+
+
+class JobStatus(BaseModel):
+    handle: JobHandle
+    state: JobState
+    outcome: JobOutcome | None = None
+    """Present once the state is terminal."""
+
+
+class JobRecord(BaseModel):
+    """A job as the ledger keeps it: what `conveyor jobs` and the API show."""
+
+    job_id: str
+    service: str
+    state: JobState
+    attempt: int = 1
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    message: str = ""
+    trigger: ObjectInfo | None = None
+    """The object whose arrival started the job; None for HTTP invocations."""
+    outputs: list[ObjectInfo] = Field(default_factory=list)
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None

@@ -1,0 +1,333 @@
+"""A service: an image, a script, resources, environment, the paths that trigger it and where
+its results go. The shape is OSCAR's (reference/oscar-api.md §1.3.1) so FDL files and API
+bodies written for OSCAR validate unchanged; fields Conveyor does not use are kept as extras.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from conveyor.errors import Problem
+
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+NAME_MAX = 39
+DEFAULT_PROVIDER = "minio.default"
+PROVIDER_KINDS = ("minio", "s3", "onedata", "webdav", "rucio")
+DEFAULT_MEMORY = "256Mi"
+DEFAULT_CPU = "0.2"
+DEFAULT_TIMEOUT_S = 3600
+LOG_LEVELS = ("NOTSET", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+_MEMORY_UNITS = {
+    "": 1,
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}  # fmt: skip
+_MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)([kMGTPE]i?)?$")
+_CPU_RE = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)(m)?$")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def parse_memory(value: str) -> int:
+    """Bytes in a Kubernetes memory quantity ("256Mi", "1Gi", "500M", "1073741824")."""
+    text = str(value).strip()
+    match = _MEMORY_RE.match(text)
+    if not match:
+        hint = ""
+        lowered = re.match(r"^(\d+(?:\.\d+)?)([mgtk])i?b?$", text, re.IGNORECASE)
+        if lowered:
+            hint = f" (did you mean {lowered.group(1)}{lowered.group(2).upper()}i?)"
+        raise ValueError(f"{value!r} is not a memory quantity; use e.g. 256Mi, 1Gi or 512M{hint}")
+    number, unit = match.groups()
+    size = int(float(number) * _MEMORY_UNITS[unit or ""])
+    if size <= 0:
+        raise ValueError(f"{value!r} must be more than zero bytes")
+    return size
+
+
+def parse_cpu(value: str | float | int) -> float:
+    """Cores in a Kubernetes CPU quantity ("0.2", "1", "500m")."""
+    text = str(value).strip()
+    match = _CPU_RE.match(text)
+    if not match:
+        raise ValueError(f"{value!r} is not a CPU quantity; use e.g. '0.5', '2' or '500m'")
+    number, milli = match.groups()
+    cores = float(number) / (1000 if milli else 1)
+    if cores <= 0:
+        raise ValueError(f"{value!r} must be more than zero cores")
+    return cores
+
+
+def normalize_provider(value: str) -> str:
+    """`minio` means `minio.default`; the kind must be one OSCAR knows."""
+    text = (value or DEFAULT_PROVIDER).strip()
+    kind, _, ident = text.partition(".")
+    if kind not in PROVIDER_KINDS:
+        raise ValueError(f"unknown storage provider kind {kind!r}; expected one of {', '.join(PROVIDER_KINDS)}")
+    return f"{kind}.{ident or 'default'}"
+
+
+class StorageIO(BaseModel):
+    """An input (trigger) or output path on a storage provider: `bucket[/folder...]`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    storage_provider: str = DEFAULT_PROVIDER
+    path: str
+    suffix: list[str] = Field(default_factory=list)
+    prefix: list[str] = Field(default_factory=list)
+
+    @field_validator("storage_provider", mode="before")
+    @classmethod
+    def _provider(cls, value: Any) -> str:
+        return normalize_provider(value or DEFAULT_PROVIDER)
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path(cls, value: Any) -> str:
+        text = str(value if value is not None else "").strip(" /")
+        if not text:
+            raise ValueError("must not be empty: give bucket or bucket/folder")
+        if any(part in ("", ".", "..") for part in text.split("/")):
+            raise ValueError(f"{value!r} has an empty, '.' or '..' segment")
+        return text
+
+    @model_validator(mode="after")
+    def _s3_bucket_name(self) -> StorageIO:
+        if self.kind in ("minio", "s3") and "/" in self.path and not _BUCKET_RE.match(self.bucket):
+            raise ValueError(
+                f"bucket {self.bucket!r} is not a valid S3 bucket name: 3 to 63 lower-case letters, digits, "
+                "'.' or '-', starting and ending with a letter or digit"
+            )
+        return self
+
+    @field_validator("suffix", "prefix", mode="before")
+    @classmethod
+    def _string_list(cls, value: Any) -> list[str]:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [value]
+        return [str(v) for v in value]
+
+    @property
+    def kind(self) -> str:
+        return self.storage_provider.partition(".")[0]
+
+    @property
+    def bucket(self) -> str:
+        return self.path.split("/", 1)[0]
+
+    @property
+    def folder(self) -> str:
+        """The key prefix inside the bucket, without slashes at either end ("" for a whole bucket)."""
+        return self.path.partition("/")[2]
+
+    def key_for(self, relative_name: str) -> str:
+        return f"{self.folder}/{relative_name}" if self.folder else relative_name
+
+    def contains_key(self, key: str) -> bool:
+        """Whether an object key lies under this path (folder markers excluded)."""
+        if key.endswith("/"):
+            return False
+        return not self.folder or key.startswith(self.folder + "/")
+
+    def accepts(self, relative_name: str) -> bool:
+        """The FDL output filters: any prefix AND any suffix (an empty list passes)."""
+        prefix_ok = not self.prefix or any(relative_name.startswith(p) for p in self.prefix)
+        suffix_ok = not self.suffix or any(relative_name.endswith(s) for s in self.suffix)
+        return prefix_ok and suffix_ok
+
+    def is_within(self, other: StorageIO) -> bool:
+        """True when this path equals `other` or lies under it on the same provider."""
+        if self.storage_provider != other.storage_provider:
+            return False
+        return self.path == other.path or self.path.startswith(other.path + "/")
+
+
+class Environment(BaseModel):
+    """`environment:` of a service; keys are matched in any case (old clients send `Variables`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    variables: dict[str, str] = Field(default_factory=dict)
+    secrets: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _any_case(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {str(k).lower(): v for k, v in data.items()}
+
+    @field_validator("variables", "secrets", mode="before")
+    @classmethod
+    def _string_values(cls, value: Any) -> dict[str, str]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError("must be a mapping of NAME: value")
+        return {str(k): "" if v is None else str(v) for k, v in value.items()}
+
+
+class Service(BaseModel):
+    """One service of a workflow. Unknown OSCAR fields are kept and returned as they came."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    image: str
+    script: str
+    memory: str = DEFAULT_MEMORY
+    cpu: str = DEFAULT_CPU
+    enable_gpu: bool = False
+    log_level: str = "INFO"
+    timeout: int = DEFAULT_TIMEOUT_S
+    file_stage_in: bool = False
+    cluster_id: str = ""
+    token: str = ""
+    environment: Environment = Field(default_factory=Environment)
+    input: list[StorageIO] = Field(default_factory=list)
+    output: list[StorageIO] = Field(default_factory=list)
+    storage_providers: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lower_environment_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "environment" not in data:
+            for key in list(data):
+                if str(key).lower() == "environment":
+                    data = {k: v for k, v in data.items() if k != key} | {"environment": data[key]}
+                    break
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not 1 <= len(value) <= NAME_MAX:
+            raise ValueError(f"must be 1 to {NAME_MAX} characters long")
+        if not NAME_RE.match(value):
+            raise ValueError(f"{value!r} must be lower-case letters, digits and '-', starting and ending alphanumeric")
+        return value
+
+    @field_validator("image", "script")
+    @classmethod
+    def _required_text(cls, value: str) -> str:
+        if not value or not value.strip():
+            raise ValueError("is required and must not be empty")
+        return value
+
+    @field_validator("script")
+    @classmethod
+    def _unix_newlines(cls, value: str) -> str:
+        return value.replace("\r\n", "\n")
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> str:
+        value = DEFAULT_MEMORY if value in (None, "") else str(value).strip()
+        parse_memory(value)
+        return value
+
+    @field_validator("cpu", mode="before")
+    @classmethod
+    def _cpu(cls, value: Any) -> str:
+        value = DEFAULT_CPU if value in (None, "") else str(value).strip()
+        parse_cpu(value)
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: Any) -> str:
+        level = str(value or "INFO").upper()
+        return level if level in LOG_LEVELS else "INFO"
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be a positive number of seconds")
+        return value
+
+    @field_validator("environment", mode="before")
+    @classmethod
+    def _environment(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @field_validator("input", "output", mode="before")
+    @classmethod
+    def _no_paths(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    @field_validator("storage_providers", mode="before")
+    @classmethod
+    def _no_providers(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @model_validator(mode="after")
+    def _prefix_bare_paths(self) -> Service:
+        """OSCAR puts a bucket-less minio/s3 path into a bucket named after the service."""
+        for io in (*self.input, *self.output):
+            if io.kind in ("minio", "s3") and "/" not in io.path:
+                io.path = f"{self.name}/{io.path}"
+        return self
+
+    @property
+    def memory_bytes(self) -> int:
+        return parse_memory(self.memory)
+
+    @property
+    def cpu_cores(self) -> float:
+        return parse_cpu(self.cpu)
+
+    def public(self) -> Service:
+        """A copy safe to show: secret values blanked, names kept."""
+        copy = self.model_copy(deep=True)
+        copy.environment.secrets = dict.fromkeys(self.environment.secrets, "")
+        for kind, providers in copy.storage_providers.items():
+            for ident, creds in providers.items():
+                copy.storage_providers[kind][ident] = {
+                    k: ("hidden" if k in SECRET_CREDENTIAL_KEYS and v else v) for k, v in creds.items()
+                }
+        return copy
+
+
+SECRET_CREDENTIAL_KEYS = frozenset({"secret_key", "access_key", "password", "token", "refresh_token"})
+
+
+def service_problems(service: Service) -> list[Problem]:
+    """Problems no single field shows. Fields are relative to the service (`output[0].path`)."""
+    problems: list[Problem] = []
+    for o_index, output in enumerate(service.output):
+        for i_index, input_ in enumerate(service.input):
+            if output.is_within(input_):
+                problems.append(
+                    Problem(
+                        field=f"output[{o_index}].path",
+                        message=(
+                            f"{output.path!r} is the service's own input {input_.path!r} (input[{i_index}])"
+                            " or under it: every result would trigger the service again"
+                        ),
+                    )
+                )
+    for kind_field, ios in (("input", service.input), ("output", service.output)):
+        for io_index, io in enumerate(ios):
+            if io.storage_provider == DEFAULT_PROVIDER:
+                continue
+            kind, _, ident = io.storage_provider.partition(".")
+            if ident not in service.storage_providers.get(kind, {}):
+                problems.append(
+                    Problem(
+                        field=f"{kind_field}[{io_index}].storage_provider",
+                        message=f"{io.storage_provider!r} is not defined under storage_providers.{kind}",
+                    )
+                )
+    return problems
+
+
+def duplicate_names(services: list[Service]) -> list[str]:
+    names = [s.name for s in services]
+    return sorted({n for n in names if names.count(n) > 1})

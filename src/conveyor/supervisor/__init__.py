@@ -1,0 +1,1 @@
+"""The supervisor: stage-in, run the script, stage-out. The same on every backend."""

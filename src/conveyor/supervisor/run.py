@@ -1,0 +1,201 @@
+"""One job, start to end: stage-in → run the script → stage-out → outcome.
+
+The supervisor decides *what* runs; a `ScriptRunner` (a host process, a container...) decides
+*how*. Every failure ends as a JobOutcome with a message that says what to fix; nothing here
+raises to the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from conveyor.errors import BackendError, ConveyorError, StorageError, UnsafeKeyError
+from conveyor.model.event import iso_z, utcnow
+from conveyor.model.job import JobOutcome, JobSpec, JobState
+from conveyor.model.service import Service
+from conveyor.storage.registry import ProviderRegistry
+from conveyor.supervisor import contract
+from conveyor.supervisor.stage import (
+    StageOutError,
+    stage_in_object,
+    stage_in_request,
+    stage_out,
+    sync_response,
+)
+
+_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50, "NOTSET": 0}
+
+
+@dataclass(frozen=True)
+class ScriptInvocation:
+    """What a runner needs to run a service's script once."""
+
+    job_id: str
+    service: Service
+    script_path: Path
+    env: dict[str, str]
+    work_dir: Path
+    """Holds input/, output/ and the script; containers mount it at the same path."""
+    timeout_s: float
+    log_path: Path
+    """The script's stdout and stderr are appended here."""
+
+
+@dataclass(frozen=True)
+class ScriptResult:
+    exit_code: int | None
+    timed_out: bool = False
+
+
+class ScriptRunner(Protocol):
+    name: str
+
+    def run(self, invocation: ScriptInvocation) -> ScriptResult:
+        """Run the script to its end (or its timeout); raise BackendError when it cannot start."""
+        ...
+
+
+class JobLog:
+    """A job's log file: supervisor lines in OSCAR's format, interleaved with the script's output."""
+
+    def __init__(self, path: Path, level: str) -> None:
+        self.path = path
+        self.threshold = _LEVELS.get(level, 20)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+
+    def write(self, level: str, message: str) -> None:
+        if _LEVELS[level] < self.threshold:
+            return
+        stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S,%f")[:-3]
+        with self.path.open("a", encoding="utf-8") as log:
+            log.write(f"{stamp} - supervisor - {level} - {message}\n")
+
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+    def read_from(self, offset: int) -> bytes:
+        with self.path.open("rb") as log:
+            log.seek(offset)
+            return log.read()
+
+
+class Supervisor:
+    def __init__(self, storage: ProviderRegistry, runner: ScriptRunner, *, keep_work_dirs: bool = False) -> None:
+        self.storage = storage
+        self.runner = runner
+        self.keep_work_dirs = keep_work_dirs
+
+    def run(self, spec: JobSpec) -> JobOutcome:
+        started = utcnow()
+        log = JobLog(spec.log_path, spec.service.log_level)
+        log.write("INFO", f"job {spec.job_id} (attempt {spec.attempt}) of service {spec.service.name!r}")
+        try:
+            outcome = self._run(spec, log)
+        except (StorageError, UnsafeKeyError, BackendError, ConveyorError, OSError) as error:
+            outcome = JobOutcome(state=JobState.FAILED, message=str(error))
+        finally:
+            if not self.keep_work_dirs:
+                shutil.rmtree(spec.work_dir, ignore_errors=True)
+        outcome.started_at = started
+        outcome.finished_at = utcnow()
+        log.write("INFO" if outcome.state == JobState.SUCCEEDED else "ERROR", f"job {outcome.state}: {outcome.message}")
+        return outcome
+
+    def _run(self, spec: JobSpec, log: JobLog) -> JobOutcome:
+        input_dir, output_dir = spec.work_dir / "input", spec.work_dir / "output"
+        input_dir.mkdir(parents=True, exist_ok=True)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        env = self._stage_in(spec, input_dir, log)
+        env[contract.TMP_INPUT_DIR] = str(input_dir)
+        env[contract.TMP_OUTPUT_DIR] = str(output_dir)
+        script_path = spec.work_dir / "script.sh"
+        script_path.write_text(spec.service.script)
+
+        offset = log.size()
+        clock = time.monotonic()
+        result = self.runner.run(
+            ScriptInvocation(
+                job_id=spec.job_id,
+                service=spec.service,
+                script_path=script_path,
+                env=_script_environment(spec, env),
+                work_dir=spec.work_dir,
+                timeout_s=spec.service.timeout,
+                log_path=spec.log_path,
+            )
+        )
+        elapsed = time.monotonic() - clock
+        script_output = log.read_from(offset)
+        if result.timed_out:
+            return JobOutcome(
+                state=JobState.TIMED_OUT,
+                exit_code=result.exit_code,
+                message=f"killed after {spec.service.timeout} s, the service's timeout; nothing was uploaded",
+                response=script_output,
+            )
+        if result.exit_code != 0:
+            return JobOutcome(
+                state=JobState.FAILED,
+                exit_code=result.exit_code,
+                message=f"the script exited with code {result.exit_code} after {elapsed:.1f} s; nothing was uploaded",
+                response=script_output,
+            )
+        log.write("INFO", f"script finished in {elapsed:.3f} s; uploading outputs")
+        try:
+            stored = stage_out(output_dir, spec.service.output, self.storage.lookup_for(spec.service))
+        except StageOutError as error:
+            return JobOutcome(state=JobState.FAILED, exit_code=0, message=str(error), outputs=error.stored)
+        for info in stored:
+            log.write("INFO", f"stored {info.ref.provider}:{info.ref}")
+        return JobOutcome(
+            state=JobState.SUCCEEDED,
+            exit_code=0,
+            message=f"{len(stored)} output(s) stored",
+            outputs=stored,
+            response=sync_response(output_dir, script_output) if spec.sync else None,
+        )
+
+    def _stage_in(self, spec: JobSpec, input_dir: Path, log: JobLog) -> dict[str, str]:
+        """Fetch the input; returns the contract variables that describe it."""
+        env: dict[str, str] = {}
+        if spec.event is not None:
+            event = spec.event
+            env[contract.STORAGE_OBJECT_KEY] = event.ref.key
+            env[contract.EVENT] = json.dumps(event.to_s3_record())
+            env[contract.EVENT_TIME] = iso_z(event.event_time)
+            if spec.service.file_stage_in:
+                log.write("INFO", f"file_stage_in is set: {event.ref} is not downloaded")
+                env[contract.INPUT_FILE_PATH] = str(input_dir)
+                return env
+            log.write("INFO", f"downloading {event.ref.provider}:{event.ref}")
+            try:
+                path = stage_in_object(event, self.storage.provider(event.ref.provider, spec.service), input_dir)
+            except StorageError as error:
+                raise StorageError(f"stage-in failed: could not download {event.ref}: {error}") from error
+        elif spec.request_path is not None:
+            body = spec.request_path.read_bytes()
+            if len(body) <= contract.EVENT_ENV_LIMIT and b"\x00" not in body:
+                env[contract.EVENT] = body.decode("utf-8", errors="replace")
+            path = stage_in_request(body, input_dir)
+        else:
+            raise ConveyorError(f"job {spec.job_id} has neither an object nor a request body")
+        env[contract.INPUT_FILE_PATH] = str(path)
+        log.write("INFO", f"INPUT_FILE_PATH variable set to '{path}'")
+        return env
+
+
+def _script_environment(spec: JobSpec, contract_vars: dict[str, str]) -> dict[str, str]:
+    """User variables and secrets first, so the contract's names always win."""
+    env = dict(spec.service.environment.variables)
+    env.update(spec.service.environment.secrets)
+    env.update(contract_vars)
+    env[contract.JOB_UUID] = spec.job_id
+    env[contract.OSCAR_SERVICE_NAME] = spec.service.name
+    return env
