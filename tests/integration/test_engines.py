@@ -12,6 +12,7 @@ from pathlib import Path
 
 import docker
 import pytest
+
 from tests.support.engines import (
     BUSYBOX_TAG,
     Engine,

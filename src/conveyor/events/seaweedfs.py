@@ -72,19 +72,23 @@ def _object_ref(path: str, provider: str) -> ObjectRef | None:
 
 def _etag(entry: dict[str, Any]) -> str:
     """The S3 ETag SeaweedFS keeps in `extended`, else the hex of the entry's MD5."""
-    stored = (entry.get("extended") or {}).get("Seaweed-X-Amz-ETag")
+    stored = _b64((entry.get("extended") or {}).get("Seaweed-X-Amz-ETag"))
     if stored:
         try:
-            return base64.b64decode(stored).decode().strip('"')
-        except (binascii.Error, UnicodeDecodeError):
+            return stored.decode().strip('"')
+        except UnicodeDecodeError:
             pass
-    md5 = (entry.get("attributes") or {}).get("md5")
-    if md5:
-        try:
-            return base64.b64decode(md5).hex()
-        except binascii.Error:
-            pass
-    return ""
+    md5 = _b64((entry.get("attributes") or {}).get("md5"))
+    return md5.hex() if md5 else ""
+
+
+def _b64(value: Any) -> bytes:
+    if not value:
+        return b""
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return b""
 
 
 def _mtime(attributes: dict[str, Any]) -> datetime:

@@ -52,7 +52,10 @@ class Ledger:
         Returns the stored service (with its token) and whether it was created.
         """
         now = utcnow()
-        stored_secrets = dict(service.environment.secrets)
+        stored_secrets = {
+            "environment": dict(service.environment.secrets),
+            "storage_providers": service.model_dump(mode="json")["storage_providers"],
+        }
         definition = service.public().model_dump(mode="json")
         with self._writing.begin() as session:
             row = session.get(ServiceRow, service.name)
@@ -309,9 +312,11 @@ class ClaimedJob:
 
 
 def _service_from_row(row: ServiceRow, *, with_secrets: bool) -> Service:
+    """The stored definition; with_secrets puts back secret variables and provider credentials."""
     service = Service.model_validate({**row.definition, "token": row.token})
     if with_secrets:
-        service.environment.secrets = dict(row.secrets)
+        service.environment.secrets = dict(row.secrets.get("environment", {}))
+        service.storage_providers = row.secrets.get("storage_providers", service.storage_providers)
     return service
 
 

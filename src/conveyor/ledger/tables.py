@@ -35,6 +35,7 @@ class ServiceRow(Base):
     definition: Mapped[dict] = mapped_column(JSON)
     """The Service as applied, secrets blanked: they live in `secrets`, apart."""
     secrets: Mapped[dict] = mapped_column(JSON, default=dict)
+    """{"environment": secret variables, "storage_providers": providers with their credentials}."""
     token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]

@@ -26,7 +26,7 @@ _MEMORY_UNITS = {
     "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
 }  # fmt: skip
-_MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)([kMGTPE]i?)?$")
+_MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)([kMGTPE]|[KMGTPE]i)?$")
 _CPU_RE = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)(m)?$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
@@ -272,6 +272,11 @@ class Service(BaseModel):
         """OSCAR puts a bucket-less minio/s3 path into a bucket named after the service."""
         for io in (*self.input, *self.output):
             if io.kind in ("minio", "s3") and "/" not in io.path:
+                if not _BUCKET_RE.match(self.name):
+                    raise ValueError(
+                        f"path {io.path!r} has no bucket, so it would go in a bucket named after the service, "
+                        f"and {self.name!r} is too short for a bucket name: write bucket/{io.path}"
+                    )
                 io.path = f"{self.name}/{io.path}"
         return self
 

@@ -74,15 +74,14 @@ def decode_request_body(body: bytes) -> bytes:
 def output_files(output_dir: Path) -> Iterator[tuple[str, Path]]:
     """(relative name with '/', path) of every regular file under `output_dir`, sorted, no symlinks."""
     root = output_dir.resolve()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for filename in sorted(filenames):
+    found = []
+    for dirpath, _dirnames, filenames in os.walk(root, followlinks=False):
+        for filename in filenames:
             path = Path(dirpath) / filename
-            mode = path.lstat().st_mode
-            if not stat.S_ISREG(mode):
+            if not stat.S_ISREG(path.lstat().st_mode):
                 continue  # symlinks, fifos and sockets could read or block outside the job
-            relative = path.relative_to(root).as_posix()
-            yield relative, path
+            found.append((path.relative_to(root).as_posix(), path))
+    yield from sorted(found)
 
 
 def stage_out(output_dir: Path, outputs: list[StorageIO], providers: ProviderLookup) -> list[ObjectInfo]:

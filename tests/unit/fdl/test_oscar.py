@@ -220,9 +220,7 @@ def test_yaml_error_with_context_names_both_lines(workdir: Path) -> None:
     [problem] = problems_of(fdl)
 
     assert where([problem]) == [("workflow.yaml:3", "yaml")]
-    assert problem.message == (
-        "expected ',' or ']', but got '<scalar>' (while parsing a flow sequence on line 2)"
-    )
+    assert problem.message == ("expected ',' or ']', but got '<scalar>' (while parsing a flow sequence on line 2)")
 
 
 def test_empty_file_needs_functions(workdir: Path) -> None:
@@ -239,9 +237,7 @@ def test_unprintable_character_is_located_at_its_line(workdir: Path) -> None:
 
     [problem] = problems_of(fdl)
 
-    assert str(problem) == (
-        "workflow.yaml:3: yaml: unacceptable character #x0007: special characters are not allowed"
-    )
+    assert str(problem) == ("workflow.yaml:3: yaml: unacceptable character #x0007: special characters are not allowed")
 
 
 # --- Structure ---------------------------------------------------------------------------------

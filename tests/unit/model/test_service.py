@@ -179,7 +179,7 @@ def test_storage_io_bucket_rule_is_only_for_s3_kinds() -> None:
 
 def test_service_bare_path_of_a_short_named_service_gives_an_invalid_bucket() -> None:
     # "ab" is a valid service name, but "ab" as the bucket of "in" breaks the S3 bucket rule
-    with pytest.raises(ValidationError, match="not a valid S3 bucket name"):
+    with pytest.raises(ValidationError, match="too short for a bucket name"):
         make_service(name="ab", input=[{"path": "in"}])
 
 
