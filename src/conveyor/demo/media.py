@@ -63,10 +63,11 @@ def make_demo_video(dest: Path, seconds: int = 6, fps: int = 10) -> Path:
 
     Raw RGB frames are piped to the ffmpeg binary of imageio-ffmpeg, so no system ffmpeg is needed.
     """
-    import imageio_ffmpeg
-
     if fps < 1:
         raise ValueError(f"fps must be >= 1, got {fps}")
+    scenes = scene_plan(seconds)  # validates `seconds` before anything is written
+    import imageio_ffmpeg
+
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
@@ -76,21 +77,30 @@ def make_demo_video(dest: Path, seconds: int = 6, fps: int = 10) -> Path:
         *("-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p"),
         *("-movflags", "+faststart", str(dest)),
     ]
-    # stderr goes to a pipe read only at the end: with -loglevel error it stays far below the pipe buffer.
+    _encode(cmd, _frames(scenes, fps), dest)
+    return dest
+
+
+def _encode(cmd: list[str], frames: Iterator[np.ndarray], dest: Path) -> None:
+    """Pipe `frames` into the ffmpeg `cmd`; raise RuntimeError with ffmpeg's message if it fails."""
+    # stderr is read only at the end: with -loglevel error it stays far below the pipe buffer.
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdin is not None and proc.stderr is not None
     try:
-        for frame in _frames(scene_plan(seconds), fps):
-            proc.stdin.write(frame.tobytes())
+        with proc.stdin:
+            for frame in frames:
+                proc.stdin.write(frame.tobytes())
     except BrokenPipeError:
         pass  # ffmpeg died early; its stderr (read below) says why
-    finally:
-        proc.stdin.close()
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
+    except BaseException:
+        proc.kill()  # a frame could not be made: do not leave a half-written video being encoded
+        proc.wait()
+        proc.stderr.close()
+        raise
+    with proc.stderr:
+        err = proc.stderr.read().decode(errors="replace")
     if proc.wait() != 0:
         raise RuntimeError(f"ffmpeg failed to encode {dest} (exit {proc.returncode}): {err.strip()}")
-    return dest
 
 
 def expected_frame_count(seconds: int, fps: int = 10) -> int:
