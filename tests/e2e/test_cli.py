@@ -48,12 +48,19 @@ def start_up(env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
     )
     platform_file = Path(env["CONVEYOR_DATA_DIR"]) / "platform.json"
     deadline = time.monotonic() + 60
-    while not platform_file.exists():
+    while not _written_by(platform_file, up.pid):
         if up.poll() is not None or time.monotonic() > deadline:
             up.kill()
             raise AssertionError(f"conveyor up did not start:\n{(cwd / 'up.log').read_text()}")
         time.sleep(0.1)
     return up
+
+
+def _written_by(platform_file: Path, pid: int) -> bool:
+    try:
+        return json.loads(platform_file.read_text())["pid"] == pid
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def stop_up(up: subprocess.Popen[str], cwd: Path) -> None:
@@ -137,6 +144,9 @@ def test_the_cli_drives_a_workflow_from_apply_to_delete(cli: Cli, tmp_path: Path
     ]
     latest = cli("logs", "shout")
     assert "shouting" in latest.stdout and "latest job" in latest.stderr
+    short = jobs[-1]["job_id"][: len("shout-") + 8]
+    assert short in cli("jobs", "shout").stdout
+    assert jobs[-1]["job_id"] in cli("logs", "shout", short).stdout
     listed = cli.json("ls", "words/loud/")
     assert sorted(o["key"] for o in listed) == [f"loud/{w}.txt" for w in ("alpha", "beta", "delta", "epsilon", "gamma")]
     cli("get", "words/loud/", str(tmp_path / "got"))
@@ -222,6 +232,25 @@ def test_ctrl_c_stops_up_and_a_second_up_finds_everything(cli_env: dict[str, str
         assert [o["key"] for o in cli.json("ls", "words/loud/")] == ["loud/a.txt"]
     finally:
         stop_up(up, tmp_path)
+
+
+def test_up_starts_again_after_being_killed_with_sigkill(cli_env: dict[str, str], tmp_path: Path) -> None:
+    cli = Cli(cli_env, tmp_path)
+    up = start_up(cli_env, tmp_path)
+    cli("apply", str(write_workflow(tmp_path)))
+    up.kill()
+    up.wait(10)
+    stale = cli("services", check=False)
+    assert stale.returncode == 1 and "was killed" in stale.stderr
+
+    again = start_up(cli_env, tmp_path)
+    try:
+        assert [s["service"]["name"] for s in cli.json("services")] == ["shout"]
+        (tmp_path / "b.txt").write_text("b")
+        cli("put", str(tmp_path / "b.txt"), "words/in/")
+        assert "1 succeeded" in cli("wait", "--jobs", "1", "--timeout", "60").stdout
+    finally:
+        stop_up(again, tmp_path)
 
 
 def test_every_command_has_help_with_an_example(cli_env: dict[str, str], tmp_path: Path) -> None:

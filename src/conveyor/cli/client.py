@@ -8,6 +8,7 @@ and keeps the admin credentials in credentials.json.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,12 +55,29 @@ def resolve_connection(layout: DataLayout, url: str | None, user: str | None, pa
             "(or point at another one with --url, or --data-dir)"
         )
     running = _read_json(layout.platform_file)
+    if not _process_alive(int(running.get("pid", 0))):
+        raise CliError(
+            f"Conveyor is not running on {layout.root} (the platform that wrote {layout.platform_file.name} "
+            "was killed): start it again with `conveyor up`"
+        )
     stored = _read_json(layout.credentials)
     return Connection(
         url=running["api_url"],
         user=user or stored["admin_user"],
         password=password or stored["admin_password"],
     )
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by someone else
+    return True
 
 
 def _read_json(path: Any) -> dict[str, Any]:
@@ -127,9 +145,11 @@ class ConveyorClient:
     # ---- jobs -----------------------------------------------------------------------------
 
     def jobs(
-        self, service: str | None = None, states: list[str] | None = None, limit: int = 100
+        self, service: str | None = None, states: list[str] | None = None, limit: int = 100, id_prefix: str = ""
     ) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit}
+        if id_prefix:
+            params["id_prefix"] = id_prefix
         if service:
             params["service"] = service
         if states:

@@ -224,6 +224,7 @@ class Ledger:
         limit: int = 100,
         before_seq: int | None = None,
         newest_first: bool = True,
+        id_prefix: str | None = None,
     ) -> list[tuple[int, JobRecord]]:
         """Jobs with their sequence number (for paging), newest first by default."""
         wanted = [s.value for s in states]
@@ -231,6 +232,8 @@ class Ledger:
             query = select(JobRow)
             if service:
                 query = query.where(JobRow.service == service)
+            if id_prefix:
+                query = query.where(JobRow.id.startswith(id_prefix, autoescape=True))
             if wanted:
                 query = query.where(JobRow.status.in_(wanted))
             if before_seq is not None:

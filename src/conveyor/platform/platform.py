@@ -37,6 +37,16 @@ log = logging.getLogger(__name__)
 
 SEAWEEDFS_WEBHOOK_PATH = "/conveyor/v1/events/seaweedfs"
 
+# Producers of work stop first, so nothing is handed to a component that is already gone.
+_SHUTDOWN_ORDER = (
+    ("dispatcher", "stop"),
+    ("backend", "close"),
+    ("store", "stop"),
+    ("api", "stop"),
+    ("storage", "close"),
+    ("ledger", "close"),
+)
+
 
 class Platform:
     def __init__(self, settings: Settings) -> None:
@@ -56,6 +66,7 @@ class Platform:
 
         self.layout.create()
         self._take_data_dir_lock()
+        self.layout.platform_file.unlink(missing_ok=True)  # left by a platform that was killed
         try:
             self.credentials = Credentials.load_or_create(
                 self.layout.credentials,
@@ -95,15 +106,14 @@ class Platform:
     def stop(self) -> None:
         """Stop everything. Jobs still running are killed; the next start runs them again."""
         self.ready.clear()
-        for step in ("dispatcher", "backend", "store", "api", "storage", "ledger"):
-            component = getattr(self, step, None)
+        for name, method in _SHUTDOWN_ORDER:
+            component = self.__dict__.pop(name, None)
             if component is None:
                 continue
             try:
-                component.stop() if hasattr(component, "stop") else component.close()
+                getattr(component, method)()
             except Exception:  # keep stopping the rest
-                log.exception("stopping %s failed", step)
-            delattr(self, step)
+                log.exception("stopping the %s failed", name)
         self.layout.platform_file.unlink(missing_ok=True)
         if self._lock_file is not None:
             self._lock_file.close()

@@ -6,6 +6,7 @@ under /buckets (see conveyor.events.seaweedfs). All its data lives under one dir
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -58,6 +59,15 @@ def free_port_pair(host: str, taken: set[int]) -> int:
     raise PlatformError(f"no free port pair found between {_PORT_RANGE[0]} and {_PORT_RANGE[1] + GRPC_OFFSET}")
 
 
+def _alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie waiting to be reaped."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -104,9 +114,14 @@ class EmbeddedSeaweed:
     def log_path(self) -> Path:
         return self.root / "logs" / "weed.out"
 
+    @property
+    def pid_path(self) -> Path:
+        return self.root / "weed.pid"
+
     def start(self) -> None:
         for sub in ("data", "config", "logs"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self._stop_orphan()
         self.ports = self._choose_ports()
         self._write_config()
         command = [str(find_weed()), f"-logdir={self.root / 'logs'}", "mini", *self._mini_flags()]
@@ -119,6 +134,7 @@ class EmbeddedSeaweed:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C in a terminal must not reach weed before we stop it
             )
+        self.pid_path.write_text(str(self._process.pid))
         try:
             self._wait_until_ready()
         except BaseException:
@@ -136,9 +152,32 @@ class EmbeddedSeaweed:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5)
+        self.pid_path.unlink(missing_ok=True)
         for port_flag in ("s3.port", "filer.port"):
             kind = port_flag.split(".")[0]
             Path(f"/tmp/seaweedfs-{kind}-{self.ports.get(port_flag)}.sock").unlink(missing_ok=True)
+
+    def _stop_orphan(self) -> None:
+        """A weed left running by a platform that was killed (kill -9) holds our ports and data: stop it."""
+        try:
+            pid = int(self.pid_path.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            self.pid_path.unlink(missing_ok=True)
+            return
+        if f"-dir={self.root / 'data'}".encode() not in cmdline:
+            self.pid_path.unlink(missing_ok=True)
+            return  # the pid was reused by an unrelated process
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.2)
+        self.pid_path.unlink(missing_ok=True)
 
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None

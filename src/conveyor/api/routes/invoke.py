@@ -13,6 +13,7 @@ from conveyor.events.s3_records import parse_s3_records
 from conveyor.model.event import ObjectEvent
 from conveyor.model.job import JobState
 from conveyor.model.service import Service
+from conveyor.platform.platform import Platform
 
 router = APIRouter(tags=["invoke"])
 
@@ -20,7 +21,7 @@ JOB_ID_HEADER = "X-Conveyor-Job-Id"
 SYNC_GRACE_S = 30
 
 
-def authorize(request: Request, platform: PlatformDep, name: str) -> Service:
+def authorize(request: Request, platform: Platform, name: str) -> Service:
     """The service's token as Bearer (what OSCAR accepts), or the admin's Basic auth (what newer oscar-cli sends)."""
     service = platform.ledger.fetch_service(name)
     if is_admin(request, platform):
@@ -65,7 +66,7 @@ async def run_async(name: str, request: Request, platform: PlatformDep) -> Respo
     return Response(status_code=201, headers={JOB_ID_HEADER: ",".join(job_ids)})
 
 
-def _accept_storage_events(platform: PlatformDep, service: str, events: list[ObjectEvent]) -> list[str]:
+def _accept_storage_events(platform: Platform, service: str, events: list[ObjectEvent]) -> list[str]:
     job_ids = []
     for event in events:
         if not event.etag:  # the version decides idempotency: ask the store which one this is

@@ -9,6 +9,7 @@ from fastapi.responses import PlainTextResponse
 
 from conveyor.api.deps import AdminDep, PlatformDep
 from conveyor.model.job import OSCAR_STATUS, JobRecord, JobState
+from conveyor.platform.platform import Platform
 
 router = APIRouter(dependencies=[AdminDep])
 
@@ -16,7 +17,7 @@ OSCAR_PAGE = 70
 """OSCAR's JOB_LISTING_LIMIT."""
 
 
-def _require_service(platform: PlatformDep, service: str) -> None:
+def _require_service(platform: Platform, service: str) -> None:
     if platform.ledger.fetch_service(service) is None and not platform.ledger.count_jobs(service):
         raise HTTPException(404, f"the service {service!r} does not exist")
 
@@ -79,9 +80,10 @@ def list_jobs(
     status: list[JobState] = Query(default=[]),  # noqa: B008 - FastAPI's way to declare a list query
     limit: int = Query(default=100, ge=1, le=10_000),
     before: int | None = None,
+    id_prefix: str | None = None,
 ) -> dict[str, Any]:
-    """Newest first; pass `next` back as `before` for the next page."""
-    rows = platform.ledger.list_jobs(service, states=status, limit=limit + 1, before_seq=before)
+    """Newest first; pass `next` back as `before` for the next page. `id_prefix` finds short ids."""
+    rows = platform.ledger.list_jobs(service, states=status, limit=limit + 1, before_seq=before, id_prefix=id_prefix)
     page = rows[:limit]
     return {
         "jobs": [record.model_dump(mode="json") for _, record in page],

@@ -12,6 +12,7 @@ from conveyor.api.deps import AdminDep, PlatformDep
 from conveyor.errors import FDLError
 from conveyor.model.service import Service
 from conveyor.platform.deploy import ApplyReport
+from conveyor.platform.platform import Platform
 
 router = APIRouter(dependencies=[AdminDep])
 
@@ -111,7 +112,7 @@ def services_overview(platform: PlatformDep) -> list[dict[str, Any]]:
     ]
 
 
-def _apply(platform: PlatformDep, services: list[Service]) -> ApplyReport:
+def _apply(platform: Platform, services: list[Service]) -> ApplyReport:
     try:
         return platform.apply(services)
     except FDLError as error:

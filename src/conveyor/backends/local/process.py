@@ -52,16 +52,21 @@ class ProcessRunner:
             )
             with self._lock:
                 self._running[invocation.job_id] = process
+            # A timer kills the session at the deadline while this thread blocks in waitpid:
+            # Popen.wait(timeout) would instead poll with sleeps, adding milliseconds to every job.
+            expired = threading.Event()
+            deadline = threading.Timer(invocation.timeout_s, _expire, args=(process, expired))
+            deadline.daemon = True
+            deadline.start()
             try:
-                code = process.wait(invocation.timeout_s)
-            except subprocess.TimeoutExpired:
-                _kill_session(process)
-                process.wait()
-                return ScriptResult(exit_code=None, timed_out=True)
+                code = process.wait()
             finally:
+                deadline.cancel()
                 with self._lock:
                     self._running.pop(invocation.job_id, None)
             _kill_session(process)  # background children the script left behind die with it
+        if expired.is_set():
+            return ScriptResult(exit_code=None, timed_out=True)
         return ScriptResult(exit_code=128 - code if code < 0 else code)
 
     def cancel(self, job_id: str) -> bool:
@@ -71,6 +76,11 @@ class ProcessRunner:
             return False
         _kill_session(process)
         return True
+
+
+def _expire(process: subprocess.Popen[bytes], expired: threading.Event) -> None:
+    expired.set()
+    _kill_session(process)
 
 
 def _kill_session(process: subprocess.Popen[bytes]) -> None:

@@ -19,8 +19,8 @@ JOBS_HELP = """List jobs, newest first: status, times, exit code and the object 
 **Examples**: conveyor jobs detect-faces --status failed; conveyor jobs --json
 """
 
-LOGS_HELP = """Print a job's log: the supervisor's lines and the script's output. Without JOB, the
-latest job of the service.
+LOGS_HELP = """Print a job's log: the supervisor's lines and the script's output. JOB may be the
+short id `conveyor jobs` shows (any unique prefix); without JOB, the latest job of the service.
 
 **Example**: conveyor logs detect-faces
 """
@@ -51,7 +51,7 @@ def jobs(
         return
     rows = [
         (
-            job["job_id"],
+            short_id(job["job_id"], job["service"]),
             job["state"],
             job["attempt"],
             render.short_time(job["created_at"]),
@@ -63,6 +63,11 @@ def jobs(
         for job in listing
     ]
     render.table(None, ["job", "status", "try", "created", "took", "exit", "input", "message"], rows)
+
+
+def short_id(job_id: str, service: str) -> str:
+    """`<service>-<first 8 hex of the uuid>`: enough to tell jobs apart, and accepted by `logs`."""
+    return job_id[: len(service) + 9]
 
 
 def _duration(job: dict[str, Any]) -> float | None:
@@ -90,7 +95,19 @@ def logs(
                 raise CliError(f"service {service!r} has no jobs yet", exit_code=2)
             job = latest[0]["job_id"]
             render.note(f"latest job: {job}")
+        else:
+            job = _full_job_id(client, service, job)
         print(client.log(service, job), end="")
+
+
+def _full_job_id(client: ConveyorClient, service: str, given: str) -> str:
+    """A job id, or a prefix of one such as the short ids `conveyor jobs` shows."""
+    matches = client.jobs(service, limit=2, id_prefix=given)
+    if not matches:
+        raise CliError(f"no job of service {service!r} starts with {given!r}", exit_code=2)
+    if len(matches) > 1 and matches[0]["job_id"] != given:
+        raise CliError(f"{given!r} matches several jobs of {service!r}: give more of the id", exit_code=2)
+    return matches[0]["job_id"]
 
 
 def wait(
