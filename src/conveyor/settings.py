@@ -40,6 +40,7 @@ class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
     public_url: str | None = Field(None, description="URL clients use, when it differs from host:port")
+    max_body_mb: int = Field(256, ge=1, description="largest request body accepted (413 above)")
 
 
 class StorageSettings(BaseModel):
@@ -58,6 +59,17 @@ class LocalBackendSettings(BaseModel):
     max_jobs: int = Field(64, ge=1, description="jobs running at once, whatever their size")
 
 
+class ClientSettings(BaseModel):
+    """How the CLI reaches a platform other than the one `conveyor up` runs on this data dir."""
+
+    endpoint: str | None = Field(None, description="API URL of a Conveyor or an OSCAR cluster")
+    user: str | None = None
+    password: str | None = None
+    api: Literal["auto", "conveyor", "oscar"] = Field(
+        "auto", description="oscar: use OSCAR's routes only (auto detects them)"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CONVEYOR_",
@@ -72,6 +84,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     local: LocalBackendSettings = Field(default_factory=LocalBackendSettings)
+    client: ClientSettings = Field(default_factory=ClientSettings)
 
     @field_validator("data_dir")
     @classmethod

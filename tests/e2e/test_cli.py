@@ -164,6 +164,25 @@ def test_the_cli_drives_a_workflow_from_apply_to_delete(cli: Cli, tmp_path: Path
     assert cli.json("ls", "words/loud/") == stored, "deleting a service must keep its data"
 
 
+def test_the_cli_speaks_plain_oscar_routes_to_an_oscar_cluster(cli: Cli, tmp_path: Path) -> None:
+    """With client.api=oscar the CLI uses only the routes a real OSCAR cluster serves."""
+    oscar = Cli(cli.env | {"CONVEYOR_CLIENT__API": "oscar"}, cli.cwd)
+    fdl = write_workflow(tmp_path)
+    assert "created shout" in oscar("apply", str(fdl)).stdout
+    assert "updated shout" in oscar("apply", str(fdl)).stdout
+    (tmp_path / "x.txt").write_text("oscar")
+    oscar("put", str(tmp_path / "x.txt"), "words/in/")
+    assert "1 succeeded" in oscar("wait", "shout", "--jobs", "1", "--timeout", "60").stdout
+
+    jobs = oscar.json("jobs", "shout")
+    assert [j["state"] for j in jobs] == ["succeeded"]
+    assert "shouting x.txt" in oscar("logs", "shout").stdout
+    assert oscar.json("services")[0]["jobs"] == {"succeeded": 1}
+    (tmp_path / "y.txt").write_text("run")
+    oscar("run", "shout", "--input", str(tmp_path / "y.txt"), "--output", str(tmp_path / "y.out"))
+    assert (tmp_path / "y.out").read_text() == "RUN!"
+
+
 def test_apply_lists_every_problem_with_its_line_and_deploys_nothing(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "ok.sh").write_text("true\n")
     (tmp_path / "bad.yaml").write_text(

@@ -7,7 +7,8 @@ from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
 
 from conveyor import __version__
-from conveyor.api.routes import events, invoke, jobs, services, system
+from conveyor.api.limits import BodyLimit
+from conveyor.api.routes import buckets, events, invoke, jobs, services, system, unsupported
 from conveyor.platform.platform import Platform
 
 
@@ -19,8 +20,9 @@ def create_app(platform: Platform) -> FastAPI:
         redirect_slashes=True,
     )
     app.state.platform = platform
-    for module in (system, services, jobs, invoke, events):
+    for module in (system, services, jobs, invoke, events, buckets, unsupported):
         app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=platform.settings.api.max_body_mb * 2**20)
     app.add_exception_handler(HTTPException, _plain_text_error)
     app.add_exception_handler(RequestValidationError, _plain_text_validation_error)
     return app

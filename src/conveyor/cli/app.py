@@ -51,7 +51,9 @@ class CliContext:
 
     def client(self, timeout_s: float = 60.0) -> ConveyorClient:
         settings = self.settings()
-        connection = resolve_connection(DataLayout(settings.data_dir), self.url, self.user, self.password)
+        given = {"endpoint": self.url, "user": self.user, "password": self.password}
+        client = settings.client.model_copy(update={k: v for k, v in given.items() if v is not None})
+        connection = resolve_connection(DataLayout(settings.data_dir), client)
         return ConveyorClient(connection, timeout_s=timeout_s)
 
 
@@ -75,11 +77,19 @@ def root(
     ] = None,
     url: Annotated[
         str | None,
-        typer.Option("--url", envvar="CONVEYOR_URL", help="API of a Conveyor that is not the local one."),
+        typer.Option(
+            "--endpoint",
+            "--url",
+            envvar="CONVEYOR_URL",
+            help="API of another Conveyor, or of an OSCAR cluster (also: [client] endpoint in the config file).",
+            show_default=False,
+        ),
     ] = None,
-    user: Annotated[str | None, typer.Option("--user", envvar="CONVEYOR_USER", help="Admin user for --url.")] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", envvar="CONVEYOR_USER", help="Admin user for --endpoint.")
+    ] = None,
     password: Annotated[
-        str | None, typer.Option("--password", envvar="CONVEYOR_PASSWORD", help="Admin password for --url.")
+        str | None, typer.Option("--password", envvar="CONVEYOR_PASSWORD", help="Admin password for --endpoint.")
     ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
-from conveyor.errors import Problem
+from conveyor.errors import Problem, StorageError
 from conveyor.model.service import DEFAULT_PROVIDER, Service, service_problems
+from conveyor.storage.base import StorageProvider
 from conveyor.storage.registry import S3_KINDS, ProviderRegistry
 
 
@@ -41,9 +43,20 @@ def deploy_problems(service: Service) -> list[Problem]:
     return problems
 
 
-def prepare_storage(service: Service, storage: ProviderRegistry) -> None:
-    """Buckets and folder markers for every input and output, as OSCAR creates them."""
+def prepare_storage(service: Service, storage: ProviderRegistry, created: list[tuple[StorageProvider, str]]) -> None:
+    """Buckets and folder markers for every input and output, as OSCAR creates them.
+
+    Buckets made here are appended to `created`, so a failed deployment can remove them again.
+    """
     for io in (*service.input, *service.output):
         provider = storage.provider(io.storage_provider, service)
-        provider.ensure_bucket(io.bucket)
+        if provider.ensure_bucket(io.bucket):
+            created.append((provider, io.bucket))
         provider.ensure_folder(io.bucket, io.folder)
+
+
+def remove_buckets(created: list[tuple[StorageProvider, str]]) -> None:
+    """Undo prepare_storage: the buckets it made hold nothing but folder markers."""
+    for provider, bucket in reversed(created):
+        with contextlib.suppress(StorageError):
+            provider.delete_bucket(bucket)

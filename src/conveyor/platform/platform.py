@@ -27,8 +27,9 @@ from conveyor.model.job import JobOutcome
 from conveyor.model.service import Service, duplicate_names
 from conveyor.platform.api_server import ApiServer
 from conveyor.platform.credentials import Credentials
-from conveyor.platform.deploy import ApplyReport, deploy_problems, prepare_storage
+from conveyor.platform.deploy import ApplyReport, deploy_problems, prepare_storage, remove_buckets
 from conveyor.settings import Settings
+from conveyor.storage.base import StorageProvider
 from conveyor.storage.embedded import EmbeddedSeaweed, WebhookTarget
 from conveyor.storage.registry import ProviderRegistry
 from conveyor.storage.s3 import S3Credentials, S3Provider
@@ -92,11 +93,12 @@ class Platform:
             self._started = True
             self.api.start()
             self.store.start()
-            self.storage = ProviderRegistry(S3Provider(self.s3_credentials))
+            self.storage = ProviderRegistry(S3Provider(self.s3_credentials, public_endpoint=self.s3_endpoint))
             self.backend = LocalBackend(self.settings.local, self.storage, runner)
             self.dispatcher = Dispatcher(self.ledger, self.backend, self.layout)
             self.intake = EventIntake(self.ledger, self.index, self.dispatcher.wake)
             self.dispatcher.start()
+            self.started_at = utcnow()
             self._write_platform_file()
             self.ready.set()
         except BaseException:
@@ -188,10 +190,12 @@ class Platform:
         if problems:
             raise FDLError(problems)
         report = ApplyReport()
+        created: list[tuple[StorageProvider, str]] = []
         for service in services:
             try:
-                prepare_storage(service, self.storage)
+                prepare_storage(service, self.storage, created)
             except StorageError as error:
+                remove_buckets(created)
                 raise FDLError([Problem(field=service.name, message=f"cannot prepare its buckets: {error}")]) from error
         for service in services:
             _, created = self.ledger.put_service(service)

@@ -45,6 +45,10 @@ class StorageProvider(ABC):
     @abstractmethod
     def list_buckets(self) -> list[str]: ...
 
+    @abstractmethod
+    def delete_bucket(self, bucket: str) -> None:
+        """Remove the bucket and every object in it."""
+
     def ensure_folder(self, bucket: str, folder: str) -> None:
         """An empty `folder/` marker, so the folder shows in browsers before any file lands."""
         if not folder:

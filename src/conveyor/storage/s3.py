@@ -39,33 +39,41 @@ class S3Credentials(BaseModel):
 class S3Provider(StorageProvider):
     kind = "s3"
 
-    def __init__(self, credentials: S3Credentials, *, max_connections: int = 64) -> None:
+    def __init__(
+        self, credentials: S3Credentials, *, max_connections: int = 64, public_endpoint: str | None = None
+    ) -> None:
         self.credentials = credentials
+        self.public_endpoint = public_endpoint or credentials.endpoint
+        """Where clients outside reach the store: presigned URLs point there."""
         self._max_connections = max_connections
         self._client: Any = None
+        self._presigner: Any = None
 
     @property
     def client(self) -> Any:
         """Built on first use: constructing a provider does no I/O."""
         if self._client is None:
-            creds = self.credentials
-            self._client = boto3.session.Session().client(
-                "s3",
-                endpoint_url=creds.endpoint,
-                aws_access_key_id=creds.access_key,
-                aws_secret_access_key=creds.secret_key,
-                region_name=creds.region,
-                verify=creds.verify,
-                config=Config(
-                    max_pool_connections=self._max_connections,
-                    connect_timeout=5,
-                    read_timeout=60,
-                    retries={"max_attempts": 3, "mode": "standard"},
-                    s3={"addressing_style": "path"},
-                    signature_version="s3v4",
-                ),
-            )
+            self._client = self._new_client(self.credentials.endpoint)
         return self._client
+
+    def _new_client(self, endpoint: str | None) -> Any:
+        creds = self.credentials
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=creds.access_key,
+            aws_secret_access_key=creds.secret_key,
+            region_name=creds.region,
+            verify=creds.verify,
+            config=Config(
+                max_pool_connections=self._max_connections,
+                connect_timeout=5,
+                read_timeout=60,
+                retries={"max_attempts": 3, "mode": "standard"},
+                s3={"addressing_style": "path"},
+                signature_version="s3v4",
+            ),
+        )
 
     def download(self, ref: ObjectRef, dest: Path) -> Path:
         with _mapped_errors(ref):
@@ -103,16 +111,12 @@ class S3Provider(StorageProvider):
         )
 
     def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
-        paginator = self.client.get_paginator("list_objects_v2")
-        with _mapped_errors(ObjectRef(bucket=bucket, key=prefix)):
-            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-                for item in page.get("Contents", []):
-                    yield ObjectInfo(
-                        ref=ObjectRef(bucket=bucket, key=item["Key"]),
-                        size=item["Size"],
-                        etag=item.get("ETag", "").strip('"'),
-                        last_modified=item["LastModified"],
-                    )
+        token: str | None = None
+        while True:
+            objects, token = self.list_page(bucket, prefix, token)
+            yield from objects
+            if token is None:
+                return
 
     def delete(self, ref: ObjectRef) -> None:
         with _mapped_errors(ref):
@@ -135,14 +139,53 @@ class S3Provider(StorageProvider):
             raise
         return True
 
+    def list_page(
+        self, bucket: str, prefix: str = "", token: str | None = None, max_keys: int = 1000
+    ) -> tuple[list[ObjectInfo], str | None]:
+        """One page of objects and the token of the next page (None at the end)."""
+        params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": max_keys}
+        if token:
+            params["ContinuationToken"] = token
+        with _mapped_errors(ObjectRef(bucket=bucket, key=prefix)):
+            page = self.client.list_objects_v2(**params)
+        objects = [
+            ObjectInfo(
+                ref=ObjectRef(bucket=bucket, key=item["Key"]),
+                size=item["Size"],
+                etag=item.get("ETag", "").strip('"'),
+                last_modified=item["LastModified"],
+            )
+            for item in page.get("Contents", [])
+        ]
+        return objects, page.get("NextContinuationToken") if page.get("IsTruncated") else None
+
+    def delete_bucket(self, bucket: str) -> None:
+        """The bucket and every object in it."""
+        for info in self.list(bucket):
+            self.delete(info.ref)
+        with _mapped_errors(ObjectRef(bucket=bucket, key="")):
+            self.client.delete_bucket(Bucket=bucket)
+
+    def presign(self, ref: ObjectRef, method: str, expires_s: int, content_type: str = "") -> str:
+        """A URL that lets anyone holding it GET or PUT this one object until it expires."""
+        if self._presigner is None:
+            self._presigner = self._new_client(self.public_endpoint)
+        operation = {"GET": "get_object", "PUT": "put_object"}[method]
+        params: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key}
+        if content_type and method == "PUT":
+            params["ContentType"] = content_type
+        with _mapped_errors(ref):
+            return self._presigner.generate_presigned_url(operation, Params=params, ExpiresIn=expires_s)
+
     def list_buckets(self) -> list[str]:
         with _mapped_errors(ObjectRef(bucket="-", key="")):
             return [b["Name"] for b in self.client.list_buckets().get("Buckets", [])]
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        for client in (self._client, self._presigner):
+            if client is not None:
+                client.close()
+        self._client = self._presigner = None
 
 
 @contextmanager

@@ -70,6 +70,10 @@ class MemoryStore(StorageProvider):
     def list_buckets(self) -> list[str]:
         return sorted({b for b, _ in self.objects})
 
+    def delete_bucket(self, bucket: str) -> None:
+        for key in [k for k in self.objects if k[0] == bucket]:
+            del self.objects[key]
+
 
 def write_files(root: Path, files: dict[str, bytes | str]) -> None:
     for relative, content in files.items():

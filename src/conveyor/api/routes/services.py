@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from conveyor.api.deps import AdminDep, PlatformDep
 from conveyor.errors import FDLError
+from conveyor.model.job import JobState
 from conveyor.model.service import Service
 from conveyor.platform.deploy import ApplyReport
 from conveyor.platform.platform import Platform
@@ -30,13 +31,20 @@ def parse_service(body: Any) -> Service:
         raise HTTPException(400, f"The service specification is not valid: {details}") from None
 
 
-def public_json(service: Service) -> dict[str, Any]:
-    return service.public().model_dump(mode="json")
+def public_json(service: Service, platform: Platform) -> dict[str, Any]:
+    """The service as OSCAR returns it: secrets blanked, the platform's store described, keys hidden."""
+    shown = service.public().model_dump(mode="json")
+    store = platform.minio_provider()
+    shown["storage_providers"].setdefault("minio", {})["default"] = store | {
+        "access_key": "hidden",
+        "secret_key": "hidden",
+    }
+    return shown
 
 
 @router.get("/system/services", tags=["services"])
 def list_services(platform: PlatformDep) -> list[dict[str, Any]]:
-    return [public_json(s) for s in platform.ledger.list_services()]
+    return [public_json(s, platform) for s in platform.ledger.list_services()]
 
 
 @router.get("/system/services/{name}", tags=["services"])
@@ -44,7 +52,7 @@ def read_service(name: str, platform: PlatformDep) -> Any:
     service = platform.ledger.fetch_service(name)
     if service is None:
         return Response(status_code=404)
-    return public_json(service)
+    return public_json(service, platform)
 
 
 @router.post("/system/services", status_code=201, tags=["services"])
@@ -72,6 +80,25 @@ def delete_service(name: str, platform: PlatformDep) -> Response:
     if not platform.delete_service(name):
         raise HTTPException(404, f"the service {name!r} does not exist")
     return Response(status_code=204)
+
+
+@router.get("/system/services/{name}/deployment", tags=["services"])
+def deployment_status(name: str, platform: PlatformDep) -> dict[str, Any]:
+    """What OSCAR reports for a Knative/Deployment: here, whether the service's jobs can run now."""
+    service = platform.ledger.fetch_service(name)
+    if service is None:
+        raise HTTPException(404, f"the service {name!r} does not exist")
+    running = platform.ledger.count_jobs(name).get(name, {}).get(JobState.RUNNING, 0)
+    return {
+        "service_name": name,
+        "namespace": "conveyor",
+        "state": "ready",
+        "reason": "jobs start on demand, one per event; there is no long-running deployment",
+        "last_transition_time": platform.started_at.isoformat(),
+        "active_instances": running,
+        "affected_instances": 0,
+        "resource_kind": "job",
+    }
 
 
 class ApplyRequest(BaseModel):
@@ -104,7 +131,7 @@ def services_overview(platform: PlatformDep) -> list[dict[str, Any]]:
     counts = platform.ledger.count_jobs()
     return [
         {
-            "service": public_json(service),
+            "service": public_json(service, platform),
             "jobs": {state.value: n for state, n in counts.get(service.name, {}).items()},
             "event_source": "seaweedfs webhook (embedded store)",
         }

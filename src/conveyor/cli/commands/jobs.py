@@ -142,7 +142,7 @@ def wait_for_jobs(
     with render.progress(transient=quiet) as bar:
         task = bar.add_task("jobs", total=expected or None, visible=not quiet)
         while True:
-            counts = _counts(client.status()["jobs"], services)
+            counts = _counts(client.job_counts(), services)
             finished = sum(n for state, n in counts.items() if state in {s.value for s in TERMINAL_STATES})
             pending = counts.get("queued", 0) + counts.get("running", 0)
             bar.update(task, completed=finished, total=max(expected, finished + pending) or None)

@@ -1,0 +1,48 @@
+"""OSCAR routes for Kubernetes-only features: answered 501 with the reason, never a fake success."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import APIRouter, HTTPException
+
+from conveyor.api.deps import AdminDep
+
+router = APIRouter(dependencies=[AdminDep], tags=["not supported"])
+
+NO_VOLUMES = "Conveyor has no managed volumes: each job gets a private work directory"
+NO_QUOTAS = "Conveyor has one admin account and no per-user quotas"
+NO_FEDERATION = "federation and delegation between clusters are not supported by Conveyor"
+NO_METRICS = "usage metrics are not collected yet; job times are in /conveyor/v1/jobs"
+NO_EXPOSED = "exposed (long-running) services are not supported by Conveyor: services run one job per event"
+NO_IMAGE_POLICY = "allowed image repositories are not supported by Conveyor"
+NO_EXECUTION_LOG = "the execution log of /run and /job calls is not kept; every call is a job in /system/logs/SERVICE"
+
+UNSUPPORTED: list[tuple[str, list[str], str]] = [
+    ("/system/volumes", ["GET", "POST"], NO_VOLUMES),
+    ("/system/volumes/{volume}", ["GET", "DELETE"], NO_VOLUMES),
+    ("/system/quotas/user", ["GET"], NO_QUOTAS),
+    ("/system/quotas/user/{user}", ["GET", "PUT"], NO_QUOTAS),
+    ("/system/federation/{service}", ["GET", "POST", "PUT", "DELETE"], NO_FEDERATION),
+    ("/system/metrics", ["GET"], NO_METRICS),
+    ("/system/metrics/breakdown", ["GET"], NO_METRICS),
+    ("/system/metrics/{service}", ["GET"], NO_METRICS),
+    ("/system/services/{service}/deployment/logs", ["GET"], NO_EXPOSED),
+    ("/system/services/{service}/stop", ["POST"], NO_EXPOSED),
+    ("/system/services/{service}/start", ["POST"], NO_EXPOSED),
+    ("/system/services/{service}/restart", ["POST"], NO_EXPOSED),
+    ("/system/services/{service}/auth", ["GET"], NO_EXPOSED),
+    ("/system/config", ["PUT"], NO_IMAGE_POLICY),
+    ("/system/logs", ["GET"], NO_EXECUTION_LOG),
+]
+
+
+def _refuse(reason: str) -> Callable[[], None]:
+    def endpoint() -> None:
+        raise HTTPException(501, reason)
+
+    return endpoint
+
+
+for path, methods, reason in UNSUPPORTED:
+    router.add_api_route(path, _refuse(reason), methods=methods, summary=reason, status_code=501)
