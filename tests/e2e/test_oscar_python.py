@@ -407,9 +407,20 @@ def test_buckets_are_created_listed_updated_presigned_and_deleted(make_platform:
     assert shown["visibility"] == "private"
     assert not shown.get("objects")
 
-    updated = client.update_bucket("reports", "public")
+    updated = client.update_bucket("reports", "private")
     assert updated.status_code == 204
-    assert client.get_bucket("reports").json()["visibility"] == "public"
+    assert client.get_bucket("reports").json()["visibility"] == "private"
+    # One account, so only `private` buckets: other visibilities are refused with the reason (501), not ignored.
+    for visibility in ("public", "restricted"):
+        with pytest.raises(requests.HTTPError) as refused:
+            client.update_bucket("reports", visibility, allowed_users=["someone"])
+        status, reason = http_error(refused)
+        assert status == 501 and "visibility" in reason, (status, reason)
+    with pytest.raises(requests.HTTPError) as refused_create:
+        client.create_bucket("shared", visibility="public")
+    assert http_error(refused_create)[0] == 501
+    assert "shared" not in platform.storage.default.list_buckets()
+    assert client.get_bucket("reports").json()["visibility"] == "private"
 
     # oscar-python sends `expires`; OSCAR reads `expires_in`. Both are honoured here, and 0 means the default 900 s.
     upload = client.presign_bucket("reports", "data/hello.txt", operation="upload", expires=120)

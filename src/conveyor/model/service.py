@@ -294,13 +294,20 @@ class Service(BaseModel):
         copy.environment.secrets = dict.fromkeys(self.environment.secrets, "")
         for kind, providers in copy.storage_providers.items():
             for ident, creds in providers.items():
-                copy.storage_providers[kind][ident] = {
-                    k: ("hidden" if k in SECRET_CREDENTIAL_KEYS and v else v) for k, v in creds.items()
-                }
+                copy.storage_providers[kind][ident] = _hide_credentials(creds)
+        clusters = (copy.model_extra or {}).get("clusters")
+        if isinstance(clusters, dict):  # oscar-cli sends every cluster's credentials along
+            copy.model_extra["clusters"] = {
+                name: _hide_credentials(c) if isinstance(c, dict) else c for name, c in clusters.items()
+            }
         return copy
 
 
-SECRET_CREDENTIAL_KEYS = frozenset({"secret_key", "access_key", "password", "token", "refresh_token"})
+SECRET_CREDENTIAL_KEYS = frozenset({"secret_key", "access_key", "password", "auth_password", "token", "refresh_token"})
+
+
+def _hide_credentials(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: ("hidden" if k in SECRET_CREDENTIAL_KEYS and v else v) for k, v in settings.items()}
 
 
 def service_problems(service: Service) -> list[Problem]:
