@@ -78,10 +78,12 @@ def make_platform(tmp_path: Path) -> Iterator[PlatformFactory]:
     """Start embedded platforms on free ports; every one is stopped after the test."""
     started: list[Platform] = []
 
-    def make(runtime: str = "process", data_dir: Path | None = None, **local: Any) -> Platform:
+    def make(
+        runtime: str = "process", data_dir: Path | None = None, api: dict[str, Any] | None = None, **local: Any
+    ) -> Platform:
         settings = Settings(
             data_dir=data_dir or tmp_path / "data",
-            api={"port": 0},
+            api={"port": 0, **(api or {})},
             storage={"s3_port": 0},
             local={"runtime": runtime, **local},
         )

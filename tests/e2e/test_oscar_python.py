@@ -1,7 +1,8 @@
 """The official OSCAR Python client (oscar-python 2.2.0) against a running platform, through its public API only.
 
-Every call goes through `oscar_python`: what these tests see is what a user of the client sees. The client
-returns `requests.Response` objects and raises `requests.HTTPError` for error statuses (reference §4.1).
+Every action goes through `oscar_python`, so what these tests see is what a user of the client sees; only some
+checks look at the store directly, and the presigned URLs are used with httpx. The client returns
+`requests.Response` objects and raises `requests.HTTPError` for error statuses (reference §4.1).
 """
 
 from __future__ import annotations

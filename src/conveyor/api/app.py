@@ -7,6 +7,7 @@ from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
 
 from conveyor import __version__
+from conveyor.api.deps import BASIC_CHALLENGE, is_admin
 from conveyor.api.limits import BodyLimit
 from conveyor.api.routes import buckets, events, invoke, jobs, services, system, unsupported
 from conveyor.platform.platform import Platform
@@ -18,6 +19,7 @@ def create_app(platform: Platform) -> FastAPI:
         version=__version__,
         description="OSCAR-compatible API for event-driven file processing with containers.",
         redirect_slashes=True,
+        redoc_url=None,
     )
     app.state.platform = platform
     for module in (system, services, jobs, invoke, events, buckets, unsupported):
@@ -28,13 +30,22 @@ def create_app(platform: Platform) -> FastAPI:
     return app
 
 
+def _needs_admin(path: str) -> bool:
+    return path.startswith("/system") or (
+        path.startswith("/conveyor/v1") and not path.startswith("/conveyor/v1/events")
+    )
+
+
 async def _plain_text_error(_request: Request, error: Exception) -> Response:
     """OSCAR's error bodies are plain text, and some clients show them as they are."""
     assert isinstance(error, HTTPException)
     return PlainTextResponse(str(error.detail or ""), status_code=error.status_code, headers=error.headers)
 
 
-async def _plain_text_validation_error(_request: Request, error: Exception) -> Response:
+async def _plain_text_validation_error(request: Request, error: Exception) -> Response:
+    """A bad body is reported only to callers with credentials: OSCAR checks who asks first."""
     assert isinstance(error, RequestValidationError)
+    if _needs_admin(request.url.path) and not is_admin(request, request.app.state.platform):
+        return PlainTextResponse("", status_code=401, headers=BASIC_CHALLENGE)
     lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
     return PlainTextResponse("\n".join(lines), status_code=400)

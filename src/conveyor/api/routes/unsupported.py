@@ -45,4 +45,13 @@ def _refuse(reason: str) -> Callable[[], None]:
 
 
 for path, methods, reason in UNSUPPORTED:
-    router.add_api_route(path, _refuse(reason), methods=methods, summary=reason, status_code=501)
+    for method in methods:
+        slug = path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
+        router.add_api_route(
+            path,
+            _refuse(reason),
+            methods=[method],
+            summary=reason,
+            status_code=501,
+            operation_id=f"unsupported_{method.lower()}_{slug}",
+        )
