@@ -17,13 +17,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from conveyor.layout import DataLayout
 from conveyor.settings import ClientSettings
-from conveyor.storage.s3 import S3Credentials, S3Provider
+
+if TYPE_CHECKING:
+    from conveyor.storage.s3 import S3Provider
 
 # OSCAR job statuses (pod phases) in Conveyor's states.
 STATE_OF_OSCAR = {
@@ -251,6 +253,8 @@ class ConveyorClient:
 
     def storage(self) -> S3Provider:
         """The platform's own store, with the credentials its /system/config hands out."""
+        from conveyor.storage.s3 import S3Credentials, S3Provider  # boto3 is slow to import; few commands need it
+
         provider = self.expect_ok("GET", "/system/config").json()["minio_provider"]
         return S3Provider(
             S3Credentials(

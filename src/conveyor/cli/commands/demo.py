@@ -13,7 +13,7 @@ import tempfile
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -24,9 +24,11 @@ from conveyor.cli.commands.jobs import wait_for_jobs
 from conveyor.errors import FDLError, ImageError
 from conveyor.fdl import load_fdl
 from conveyor.model.event import ObjectRef
-from conveyor.platform.platform import Platform
 from conveyor.settings import Settings
-from conveyor.storage.s3 import S3Provider
+
+if TYPE_CHECKING:
+    from conveyor.platform.platform import Platform
+    from conveyor.storage.s3 import S3Provider
 
 DEMO_HELP = """Run the video workflow end to end: start a private platform, deploy
 examples/video-process (video → one frame per second → face detection per frame), upload a
@@ -77,6 +79,7 @@ def demo(
 
 def _run_demo(settings: Settings, services: list[Any], scratch: Path, seconds: int, timeout: float) -> bool:
     from conveyor.demo.media import expected_frame_count, make_demo_video
+    from conveyor.platform.platform import Platform  # the whole server: loaded only to run it
 
     platform = Platform(settings)
     with render.err.status("starting a private Conveyor ..."):

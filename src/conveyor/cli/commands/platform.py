@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from conveyor.cli import render
 from conveyor.cli.app import context
-from conveyor.platform.platform import Platform
 from conveyor.settings import Runtime
+
+if TYPE_CHECKING:
+    from conveyor.platform.platform import Platform
 
 UP_HELP = """Start the embedded platform in the foreground: API, dispatcher, local backend and an
 embedded SeaweedFS S3 store, all on loopback, all data under --data-dir. Ctrl-C stops it; the
@@ -35,6 +37,8 @@ def up(
     ] = None,
 ) -> None:
     overrides = _overrides(host=host, port=port, s3_port=s3_port, runtime=runtime, docker_host=docker_host)
+    from conveyor.platform.platform import Platform  # the whole server: loaded only to run it
+
     settings = context(ctx).settings(**overrides)
     platform = Platform(settings)
     render.note(f"starting Conveyor in {settings.data_dir} ...")
