@@ -79,13 +79,18 @@ def make_platform(tmp_path: Path) -> Iterator[PlatformFactory]:
     started: list[Platform] = []
 
     def make(
-        runtime: str = "process", data_dir: Path | None = None, api: dict[str, Any] | None = None, **local: Any
+        runtime: str = "process",
+        data_dir: Path | None = None,
+        api: dict[str, Any] | None = None,
+        dispatch: dict[str, Any] | None = None,
+        **local: Any,
     ) -> Platform:
         settings = Settings(
             data_dir=data_dir or tmp_path / "data",
             api={"port": 0, **(api or {})},
             storage={"s3_port": 0},
             local={"runtime": runtime, **local},
+            dispatch={"retry_base_s": 0.2, "retry_max_s": 2.0, **(dispatch or {})},
         )
         platform = Platform(settings)
         platform.start()

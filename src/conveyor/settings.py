@@ -59,6 +59,13 @@ class LocalBackendSettings(BaseModel):
     max_jobs: int = Field(64, ge=1, description="jobs running at once, whatever their size")
 
 
+class DispatchSettings(BaseModel):
+    retry_base_s: float = Field(2.0, gt=0, description="first retry waits about this long; doubles each attempt")
+    retry_max_s: float = Field(300.0, gt=0, description="longest wait between attempts")
+    lineage_limit: int = Field(16, ge=1, description="jobs in a row that may trigger each other")
+    reconcile_interval_s: float = Field(60.0, ge=0, description="how often inputs are listed for lost events; 0: never")
+
+
 class ClientSettings(BaseModel):
     """How the CLI reaches a platform other than the one `conveyor up` runs on this data dir."""
 
@@ -84,6 +91,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     local: LocalBackendSettings = Field(default_factory=LocalBackendSettings)
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     client: ClientSettings = Field(default_factory=ClientSettings)
 
     @field_validator("data_dir")

@@ -286,22 +286,28 @@ def test_jobs_wait_when_the_machine_is_full(make_platform: PlatformFactory, tmp_
         assert start >= end, "a job needing the whole machine started while another ran"
 
 
-def test_a_storage_outage_during_stage_out_fails_the_job_and_loses_nothing(
+def test_a_storage_outage_during_stage_out_is_retried_and_loses_nothing(
     make_platform: PlatformFactory, tmp_path: Path
 ) -> None:
-    platform = make_platform()
-    platform.apply([service("outage", f"sleep 2; {COPY}", ["outage/in"], ["outage/out"])])
+    platform = make_platform(dispatch={"retry_base_s": 2.0})
+    platform.apply([service("outage", f"sleep 2; {COPY}", ["outage/in"], ["outage/out"], retries=5)])
     put_text(platform, "outage/in/precious.txt", "keep me")
     job_id = _first_job_id(platform, "outage")
     wait_for_state(platform, job_id, {"running"})
 
     platform.store.stop()
-    record = wait_for_state(platform, job_id, {"failed", "succeeded"}, timeout_s=60)
+    waiting = wait_for_state(platform, job_id, {"queued"}, timeout_s=60)
     platform.store.start()
+    done = wait_for_state(platform, job_id, {"succeeded", "dead", "failed"}, timeout_s=120)
 
-    assert record.state == JobState.FAILED
-    assert "stage-out failed" in record.message and "precious.txt" in record.message
+    assert "attempt 1 failed (infrastructure): stage-out failed" in waiting.message
+    assert "precious.txt" in waiting.message
+    assert done.state == JobState.SUCCEEDED
+    assert done.attempt >= 2
     assert read_text(platform, "outage/in/precious.txt", tmp_path) == "keep me"
+    assert read_text(platform, "outage/out/precious.txt", tmp_path) == "keep me"
+    log = platform.read_log("outage", job_id)
+    assert "(attempt 1)" in log and "(attempt 2)" in log, "every attempt's log is kept"
 
 
 def _first_job_id(platform: Platform, service_name: str, timeout_s: float = 20) -> str:

@@ -104,11 +104,22 @@ def context(ctx: typer.Context) -> CliContext:
     return obj
 
 
-def _register_commands() -> None:
-    from conveyor.cli.commands import config, demo, jobs, platform, run, services, storage
+# The order commands appear in `conveyor --help`; a module in cli/commands registers itself
+# with a `register(app)` function, so adding a command means adding a module.
+COMMAND_MODULES = ("platform", "services", "storage", "jobs", "retry", "trace", "run", "demo", "config")
 
-    for module in (platform, services, storage, jobs, run, demo, config):
-        module.register(app)
+
+def _register_commands() -> None:
+    import importlib
+    import pkgutil
+
+    import conveyor.cli.commands as package
+
+    present = {info.name for info in pkgutil.iter_modules(package.__path__)}
+    ordered = [name for name in COMMAND_MODULES if name in present]
+    ordered += sorted(present - set(COMMAND_MODULES))
+    for name in ordered:
+        importlib.import_module(f"conveyor.cli.commands.{name}").register(app)
 
 
 _register_commands()

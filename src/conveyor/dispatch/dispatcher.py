@@ -1,17 +1,22 @@
 """The dispatcher: takes queued jobs from the ledger, oldest first, and hands them to the backend
-while it has room; records outcomes when the backend reports them.
+while it has room; when the backend reports an outcome it records it, or queues a retry, or keeps
+the job as a dead letter.
 
-It sleeps on a condition variable and wakes when an event is accepted, a job finishes, or a
-service changes; the periodic wake-up is only a safety net.
+It sleeps on a condition variable and wakes when an event is accepted, a job finishes, a service
+changes, or the next retry is due; the periodic wake-up is only a safety net.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime
 
 from conveyor.backends.base import Backend
+from conveyor.dispatch.retry import Decision, RetryPolicy
 from conveyor.errors import ConveyorError
 from conveyor.layout import DataLayout
 from conveyor.ledger.store import ClaimedJob, Ledger
@@ -25,24 +30,34 @@ SAFETY_WAKE_S = 5.0
 PAGE = 64
 
 
+@dataclass
+class _Inflight:
+    handle: JobHandle
+    spec: JobSpec
+
+
 class Dispatcher:
-    def __init__(self, ledger: Ledger, backend: Backend, layout: DataLayout) -> None:
+    def __init__(self, ledger: Ledger, backend: Backend, layout: DataLayout, retry: RetryPolicy | None = None) -> None:
         self.ledger = ledger
         self.backend = backend
         self.layout = layout
+        self.retry = retry or RetryPolicy()
         self._wake = threading.Condition()
         self._woken = False
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._inflight: dict[str, JobHandle] = {}
+        self._inflight: dict[str, _Inflight] = {}
         self._waiters: dict[str, Future[JobOutcome]] = {}
         self._waiters_lock = threading.Lock()
         self._services: dict[str, Service] = {}
+        self._next_retry: float | None = None
+        """time.monotonic() when the earliest queued retry is due."""
         backend.set_listener(self.wake)
 
     # ---- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._schedule_retry_check(self.ledger.next_retry_time())
         self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
         self._thread.start()
 
@@ -84,25 +99,60 @@ class Dispatcher:
         while True:
             with self._wake:
                 if not self._woken and not self._stopping:
-                    self._wake.wait(SAFETY_WAKE_S)
+                    self._wake.wait(self._sleep_s())
                 self._woken = False
                 if self._stopping:
                     return
             try:
                 self._collect_finished()
+                if self._next_retry is not None and time.monotonic() >= self._next_retry:
+                    self._schedule_retry_check(None)
                 self._dispatch_queued()
+                if self._next_retry is None:
+                    self._schedule_retry_check(self.ledger.next_retry_time())
             except Exception:  # the dispatcher must survive any one bad job or a busy database
                 log.exception("dispatcher round failed; retrying")
+
+    def _sleep_s(self) -> float:
+        if self._next_retry is None:
+            return SAFETY_WAKE_S
+        return max(0.0, min(SAFETY_WAKE_S, self._next_retry - time.monotonic()))
+
+    def _schedule_retry_check(self, due: datetime | None) -> None:
+        """Remember when the earliest queued retry is due (None: no retry waits)."""
+        if due is None:
+            self._next_retry = None
+            return
+        seconds = (due - utcnow()).total_seconds()
+        moment = time.monotonic() + max(0.0, seconds)
+        self._next_retry = moment if self._next_retry is None else min(self._next_retry, moment)
 
     def _collect_finished(self) -> None:
         if not self._inflight:
             return
-        for status in self.backend.status(list(self._inflight.values())):
+        handles = [entry.handle for entry in self._inflight.values()]
+        for status in self.backend.status(handles):
             if status.state not in TERMINAL_STATES or status.outcome is None:
                 continue
-            job_id = status.handle.job_id
-            self._inflight.pop(job_id, None)
-            self._finish(job_id, status.outcome)
+            entry = self._inflight.pop(status.handle.job_id, None)
+            if entry is not None:
+                self._complete(entry.spec, status.outcome)
+
+    def _complete(self, spec: JobSpec, outcome: JobOutcome) -> None:
+        decision = self.retry.decide(outcome, spec.service, spec.attempt)
+        if decision == Decision.RETRY:
+            delay = self.retry.delay_s(spec.attempt)
+            self.ledger.retry_later(spec.job_id, outcome, delay)
+            self._next_retry = min(self._next_retry or float("inf"), time.monotonic() + delay)
+            return
+        if decision == Decision.DEAD:
+            outcome = outcome.model_copy(
+                update={
+                    "state": JobState.DEAD,
+                    "message": f"gave up after {spec.attempt} attempt(s); last ({outcome.failure}): {outcome.message}",
+                }
+            )
+        self._finish(spec.job_id, outcome)
 
     def _dispatch_queued(self) -> None:
         """Start queued jobs in order until the backend is full (strict FIFO: no job starves)."""
@@ -127,9 +177,12 @@ class Dispatcher:
         if not self.ledger.mark_running(job.job_id):
             return True
         try:
-            self._inflight[job.job_id] = self.backend.submit(spec)
+            self._inflight[job.job_id] = _Inflight(self.backend.submit(spec), spec)
         except ConveyorError as error:
-            self._finish(job.job_id, JobOutcome(state=JobState.FAILED, message=f"submit failed: {error}"))
+            self._complete(
+                spec,
+                JobOutcome(state=JobState.FAILED, message=f"submit failed: {error}", failure="infrastructure"),
+            )
         return True
 
     def _spec(self, job: ClaimedJob, service: Service) -> JobSpec:
@@ -140,6 +193,7 @@ class Dispatcher:
             request_path=job.request_path,
             sync=job.sync,
             attempt=job.attempt,
+            depth=job.depth,
             work_dir=self.layout.work_dir(job.job_id),
             log_path=self.layout.log_path(service.name, job.job_id),
         )

@@ -24,8 +24,12 @@ from typing import Any
 
 from conveyor.model.event import ObjectEvent, ObjectRef, utcnow
 from conveyor.model.service import DEFAULT_PROVIDER
+from conveyor.supervisor.contract import PRODUCER_DEPTH_METADATA, PRODUCER_JOB_METADATA
 
 BUCKETS_ROOT = "/buckets/"
+# S3 user metadata arrives in `extended`, under its HTTP header name.
+_PRODUCER_JOB = "X-Amz-Meta-" + PRODUCER_JOB_METADATA.title()
+_PRODUCER_DEPTH = "X-Amz-Meta-" + PRODUCER_DEPTH_METADATA.title()
 _OBJECT_EVENTS = ("create", "update", "rename")
 
 
@@ -42,12 +46,17 @@ def parse_filer_event(payload: dict[str, Any], provider: str = DEFAULT_PROVIDER)
     if ref is None:
         return None
     attributes = entry.get("attributes") or {}
+    extended = entry.get("extended") or {}
+    producer = _b64(extended.get(_PRODUCER_JOB)).decode(errors="replace") or None
+    depth = _b64(extended.get(_PRODUCER_DEPTH)).decode(errors="replace")
     return ObjectEvent(
         ref=ref,
         etag=_etag(entry),
         size=int(attributes.get("file_size") or 0),
         event_time=_mtime(attributes),
         source="seaweedfs",
+        producer_job=producer,
+        producer_depth=int(depth) if depth.isdigit() else None,
     )
 
 

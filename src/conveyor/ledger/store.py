@@ -10,9 +10,9 @@ import secrets as token_source
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,8 +32,12 @@ def new_service_token() -> str:
     return token_source.token_hex(32)
 
 
+DEFAULT_LINEAGE_LIMIT = 16
+
+
 class Ledger:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, lineage_limit: int = DEFAULT_LINEAGE_LIMIT) -> None:
+        self.lineage_limit = lineage_limit
         self._write_engine: Engine = create_ledger_engine(url, immediate=True)
         self._read_engine: Engine = create_ledger_engine(url, immediate=False)
         Base.metadata.create_all(self._write_engine)
@@ -43,6 +47,10 @@ class Ledger:
     def close(self) -> None:
         self._write_engine.dispose()
         self._read_engine.dispose()
+
+    def read_session(self) -> Session:
+        """A session for queries that live beside this class (provenance, reconciliation)."""
+        return self._reading()
 
     # ---- services -------------------------------------------------------------------------
 
@@ -100,7 +108,9 @@ class Ledger:
         """Accept `event` for each service; returns the ids of the jobs created.
 
         A second notification of the same object version (same etag) for the same service is
-        counted on the first event and creates nothing.
+        counted on the first event and creates nothing. When a job of this platform wrote the
+        object, the new job is its child; past the lineage limit it is born dead, which stops a
+        chain that triggers itself.
         """
         created: list[str] = []
         now = utcnow()
@@ -117,9 +127,26 @@ class Ledger:
                 except IntegrityError:  # a concurrent writer on another database won the race
                     session.rollback()
                     continue
+                if event.producer_job:
+                    parent_id, parent_depth = event.producer_job, event.producer_depth or 0
+                else:
+                    parent_id, parent_depth = _writer_of(session, event)
                 job = JobRow(
-                    id=new_job_id(service), service=service, event_id=row.id, status=JobState.QUEUED, created_at=now
+                    id=new_job_id(service),
+                    service=service,
+                    event_id=row.id,
+                    status=JobState.QUEUED,
+                    created_at=now,
+                    parent_job_id=parent_id,
+                    depth=parent_depth + 1 if parent_id else 0,
                 )
+                if job.depth > self.lineage_limit:
+                    job.status = JobState.DEAD
+                    job.finished_at = now
+                    job.message = (
+                        f"stopped: {job.depth} jobs in a row triggered each other (lineage limit "
+                        f"{self.lineage_limit}); the services may form a loop through their buckets"
+                    )
                 session.add(job)
                 created.append(job.id)
         return created
@@ -141,11 +168,13 @@ class Ledger:
         return job_id
 
     def next_queued(self, limit: int) -> list[ClaimedJob]:
-        """The oldest queued jobs, oldest first; nothing is changed (see mark_running)."""
+        """The oldest queued jobs that may start now, oldest first; nothing is changed (see mark_running)."""
+        now = utcnow()
         with self._reading() as session:
+            due = or_(JobRow.not_before.is_(None), JobRow.not_before <= now)
             rows = list(
                 session.scalars(
-                    select(JobRow).where(JobRow.status == JobState.QUEUED).order_by(JobRow.seq).limit(limit)
+                    select(JobRow).where(JobRow.status == JobState.QUEUED, due).order_by(JobRow.seq).limit(limit)
                 )
             )
             event_ids = [row.event_id for row in rows if row.event_id is not None]
@@ -158,6 +187,7 @@ class Ledger:
                     sync=row.sync,
                     request_path=row.request_path,
                     event=_event_from_row(events[row.event_id]) if row.event_id in events else None,
+                    depth=row.depth,
                 )
                 for row in rows
             ]
@@ -198,6 +228,68 @@ class Ledger:
                 )
                 for info in outcome.outputs
             )
+
+    def retry_later(self, job_id: str, outcome: JobOutcome, delay_s: float) -> None:
+        """Queue the job's next attempt, not before `delay_s` from now; the failure stays in its message."""
+        with self._writing.begin() as session:
+            row = session.scalar(select(JobRow).where(JobRow.id == job_id))
+            if row is None:
+                return
+            row.message = (
+                f"attempt {row.attempt} failed ({outcome.failure}): {outcome.message}; retrying in {delay_s:.0f} s"
+            )
+            row.exit_code = outcome.exit_code
+            row.status = JobState.QUEUED
+            row.attempt += 1
+            row.started_at = None
+            row.not_before = utcnow() + timedelta(seconds=delay_s)
+
+    def next_retry_time(self) -> datetime | None:
+        """When the earliest queued retry becomes due (None when no retry waits)."""
+        with self._reading() as session:
+            return session.scalar(
+                select(func.min(JobRow.not_before)).where(
+                    JobRow.status == JobState.QUEUED, JobRow.not_before.is_not(None)
+                )
+            )
+
+    def replay(self, service: str, job_ids: Iterable[str] = (), *, dead: bool = False) -> list[str]:
+        """Queue finished jobs again as a new attempt: the named ones, or every dead one of the service."""
+        ids = list(job_ids)
+        with self._writing.begin() as session:
+            query = select(JobRow).where(
+                JobRow.service == service, JobRow.status.in_([s.value for s in TERMINAL_STATES])
+            )
+            if dead:
+                query = query.where(JobRow.status == JobState.DEAD)
+            if ids:
+                query = query.where(JobRow.id.in_(ids))
+            replayed = []
+            for row in session.scalars(query):
+                row.status = JobState.QUEUED
+                row.attempt += 1
+                row.not_before = None
+                row.started_at = row.finished_at = None
+                row.message = f"replayed on request (attempt {row.attempt})"
+                replayed.append(row.id)
+            return replayed
+
+    def known_versions(self, service: str, provider: str, bucket: str, prefix: str) -> set[tuple[str, str]]:
+        """(key, etag) of every object version under `prefix` the service has an event for."""
+        with self._reading() as session:
+            rows = session.execute(
+                select(EventRow.key, EventRow.etag).where(
+                    EventRow.service == service,
+                    EventRow.provider == provider,
+                    EventRow.bucket == bucket,
+                    EventRow.key.startswith(prefix, autoescape=True),
+                )
+            )
+            return {(key, etag) for key, etag in rows}
+
+    def service_created_at(self, name: str) -> datetime | None:
+        with self._reading() as session:
+            return session.scalar(select(ServiceRow.created_at).where(ServiceRow.name == name))
 
     def requeue_interrupted(self) -> int:
         """Jobs left running by a platform that stopped are queued again as a new attempt."""
@@ -295,6 +387,9 @@ class Ledger:
             exit_code=row.exit_code,
             message=row.message or "",
             trigger=_info_from_event(event) if event else None,
+            parent_job=row.parent_job_id,
+            depth=row.depth,
+            not_before=row.not_before,
             outputs=[
                 ObjectInfo(ref=ObjectRef(provider=o.provider, bucket=o.bucket, key=o.key), etag=o.etag, size=o.size)
                 for o in outputs
@@ -312,6 +407,7 @@ class ClaimedJob:
     sync: bool
     request_path: str | None
     event: ObjectEvent | None
+    depth: int = 0
 
 
 def _service_from_row(row: ServiceRow, *, with_secrets: bool) -> Service:
@@ -321,6 +417,25 @@ def _service_from_row(row: ServiceRow, *, with_secrets: bool) -> Service:
         service.environment.secrets = dict(row.secrets.get("environment", {}))
         service.storage_providers = row.secrets.get("storage_providers", service.storage_providers)
     return service
+
+
+def _writer_of(session: Session, event: ObjectEvent) -> tuple[str | None, int]:
+    """The job that stored exactly this object version, and its lineage depth."""
+    if not event.etag:
+        return None, 0
+    found = session.execute(
+        select(JobRow.id, JobRow.depth)
+        .join(JobOutputRow, JobOutputRow.job_id == JobRow.id)
+        .where(
+            JobOutputRow.bucket == event.ref.bucket,
+            JobOutputRow.key == event.ref.key,
+            JobOutputRow.provider == event.ref.provider,
+            JobOutputRow.etag == event.etag,
+        )
+        .order_by(JobRow.seq.desc())
+        .limit(1)
+    ).first()
+    return (found[0], found[1]) if found else (None, 0)
 
 
 def _event_identity(service: str, event: ObjectEvent):

@@ -77,12 +77,19 @@ class JobRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     message: Mapped[str] = mapped_column(Text, default="")
+    not_before: Mapped[datetime | None] = mapped_column(nullable=True)
+    """A queued retry is not started before this time."""
+    parent_job_id: Mapped[str | None] = mapped_column(String(96), nullable=True)
+    """The job that wrote the object this job was started for (provenance)."""
+    depth: Mapped[int] = mapped_column(Integer, default=0)
+    """Jobs between this one and a file a user put; bounded to stop runaway chains."""
 
 
 class JobOutputRow(Base):
     """An object a job wrote: the other half of provenance (the event is the first)."""
 
     __tablename__ = "job_outputs"
+    __table_args__ = (Index("ix_job_outputs_object", "bucket", "key"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)

@@ -74,6 +74,9 @@ class ObjectEvent(BaseModel):
     size: int | None = None
     event_time: datetime = Field(default_factory=utcnow)
     source: str = "api"
+    producer_job: str | None = None
+    """The job that wrote the object, when the store passes on the metadata Conveyor stamps outputs with."""
+    producer_depth: int | None = None
 
     def to_s3_record(self) -> dict[str, Any]:
         """The event in the MinIO/S3 notification shape OSCAR scripts read from `$EVENT`."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -27,11 +28,22 @@ class JobState(StrEnum):
     """Killed when it ran past the service's `timeout`."""
     CANCELLED = "cancelled"
     """Stopped on request, or its service was deleted before it ran."""
+    DEAD = "dead"
+    """Failed every attempt it was allowed (or went past the lineage limit); kept with its logs and
+    cause until `conveyor retry` replays it."""
     UNKNOWN = "unknown"
     """The backend cannot say; never treated as finished."""
 
 
-TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED})
+TERMINAL_STATES = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED, JobState.DEAD}
+)
+FAILED_STATES = frozenset({JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED, JobState.DEAD})
+
+Failure = Literal["script", "timeout", "infrastructure", "input"]
+"""Why an attempt failed: the script (non-zero exit), its time limit, the platform around it (storage,
+engine, image), or its input (the object vanished, an unsafe key). Only `infrastructure` is retried
+unless the service opts in to retrying script failures; `input` never is."""
 
 OSCAR_STATUS = {
     JobState.QUEUED: "Pending",
@@ -40,6 +52,7 @@ OSCAR_STATUS = {
     JobState.FAILED: "Failed",
     JobState.TIMED_OUT: "Failed",
     JobState.CANCELLED: "Failed",
+    JobState.DEAD: "Failed",
     JobState.UNKNOWN: "Unknown",
 }
 
@@ -55,6 +68,8 @@ class JobSpec(BaseModel):
     sync: bool = False
     """A caller waits for the response (`/run`): the supervisor builds one."""
     attempt: int = 1
+    depth: int = 0
+    """Lineage depth (see JobRecord.depth); stamped on the outputs."""
     work_dir: Path
     log_path: Path
 
@@ -65,6 +80,7 @@ class JobOutcome(BaseModel):
     state: JobState
     exit_code: int | None = None
     message: str = ""
+    failure: Failure | None = None
     outputs: list[ObjectInfo] = Field(default_factory=list)
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -101,6 +117,12 @@ class JobRecord(BaseModel):
     trigger: ObjectInfo | None = None
     """The object whose arrival started the job; None for HTTP invocations."""
     outputs: list[ObjectInfo] = Field(default_factory=list)
+    parent_job: str | None = None
+    """The job that wrote the triggering object, when a job of this platform did."""
+    depth: int = 0
+    """How many jobs lie between this one and a file a user put (0 for those)."""
+    not_before: datetime | None = None
+    """A queued retry waits until then."""
 
     @property
     def duration_s(self) -> float | None:

@@ -19,6 +19,7 @@ PROVIDER_KINDS = ("minio", "s3", "onedata", "webdav", "rucio")
 DEFAULT_MEMORY = "256Mi"
 DEFAULT_CPU = "0.2"
 DEFAULT_TIMEOUT_S = 3600
+DEFAULT_RETRIES = 2
 LOG_LEVELS = ("NOTSET", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 _MEMORY_UNITS = {
@@ -187,6 +188,10 @@ class Service(BaseModel):
     log_level: str = "INFO"
     timeout: int = DEFAULT_TIMEOUT_S
     file_stage_in: bool = False
+    retries: int = Field(DEFAULT_RETRIES, ge=0, le=100)
+    """Further attempts after a failure of the platform around the script (storage, engine, image)."""
+    retry_script_failures: bool = False
+    """Also retry when the script itself fails or times out (for flaky scripts)."""
     cluster_id: str = ""
     token: str = ""
     environment: Environment = Field(default_factory=Environment)

@@ -17,6 +17,7 @@ from typing import Any, Self
 
 from conveyor.backends.local.backend import LocalBackend, choose_runner
 from conveyor.dispatch.dispatcher import Dispatcher
+from conveyor.dispatch.retry import RetryPolicy
 from conveyor.errors import FDLError, PlatformError, Problem, StorageError
 from conveyor.events.intake import EventIntake
 from conveyor.events.routing import InputIndex
@@ -74,7 +75,7 @@ class Platform:
                 admin_user=self.settings.admin_user,
                 admin_password=self.settings.admin_password,
             )
-            self.ledger = Ledger(self.settings.resolved_ledger_url)
+            self.ledger = Ledger(self.settings.resolved_ledger_url, lineage_limit=self.settings.dispatch.lineage_limit)
             self.requeued = self.ledger.requeue_interrupted()
             self.api = ApiServer(create_app(self), self.settings.api.host, self.settings.api.port)
             self.store = EmbeddedSeaweed(
@@ -95,7 +96,8 @@ class Platform:
             self.store.start()
             self.storage = ProviderRegistry(S3Provider(self.s3_credentials, public_endpoint=self.s3_endpoint))
             self.backend = LocalBackend(self.settings.local, self.storage, runner)
-            self.dispatcher = Dispatcher(self.ledger, self.backend, self.layout)
+            retry = RetryPolicy(self.settings.dispatch.retry_base_s, self.settings.dispatch.retry_max_s)
+            self.dispatcher = Dispatcher(self.ledger, self.backend, self.layout, retry)
             self.intake = EventIntake(self.ledger, self.index, self.dispatcher.wake)
             self.dispatcher.start()
             self.started_at = utcnow()

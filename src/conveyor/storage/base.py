@@ -23,8 +23,11 @@ class StorageProvider(ABC):
         """Write the object's bytes to the file `dest` (streamed, never whole in memory)."""
 
     @abstractmethod
-    def upload(self, path: Path, ref: ObjectRef) -> ObjectInfo:
-        """Store the file at `ref`, replacing any object there; returns what the store recorded."""
+    def upload(self, path: Path, ref: ObjectRef, metadata: dict[str, str] | None = None) -> ObjectInfo:
+        """Store the file at `ref`, replacing any object there; returns what the store recorded.
+
+        `metadata` travels with the object where the store allows (S3 user metadata).
+        """
 
     @abstractmethod
     def stat(self, ref: ObjectRef) -> ObjectInfo | None:

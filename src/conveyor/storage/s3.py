@@ -82,14 +82,15 @@ class S3Provider(StorageProvider):
                 shutil.copyfileobj(body, out, 1024 * 1024)
         return dest
 
-    def upload(self, path: Path, ref: ObjectRef) -> ObjectInfo:
+    def upload(self, path: Path, ref: ObjectRef, metadata: dict[str, str] | None = None) -> ObjectInfo:
         size = path.stat().st_size
+        extra = {"Metadata": metadata} if metadata else {}
         with _mapped_errors(ref):
             if size <= SINGLE_PUT_LIMIT:
                 with path.open("rb") as data:
-                    answer = self.client.put_object(Bucket=ref.bucket, Key=ref.key, Body=data)
+                    answer = self.client.put_object(Bucket=ref.bucket, Key=ref.key, Body=data, **extra)
                 return ObjectInfo(ref=ref, size=size, etag=answer["ETag"].strip('"'))
-            self.client.upload_file(str(path), ref.bucket, ref.key)
+            self.client.upload_file(str(path), ref.bucket, ref.key, ExtraArgs=extra or None)
         info = self.stat(ref)
         if info is None:
             raise StorageError(f"{ref} was uploaded but the store does not show it")

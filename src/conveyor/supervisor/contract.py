@@ -21,6 +21,11 @@ JOB_UUID = "JOB_UUID"
 OSCAR_SERVICE_NAME = "OSCAR_SERVICE_NAME"
 """The service's name, as OSCAR sets it."""
 
+PRODUCER_JOB_METADATA = "conveyor-job"
+"""S3 user metadata on every output: the job that wrote it (provenance survives the trip through the store)."""
+PRODUCER_DEPTH_METADATA = "conveyor-depth"
+"""S3 user metadata on every output: that job's lineage depth, to stop chains that trigger themselves."""
+
 EVENT_ENV_LIMIT = 64 * 1024
 """Bodies larger than this are not copied into `$EVENT`: one environment string may not exceed
 128 KiB on Linux, and the script reads the same bytes from `$INPUT_FILE_PATH` anyway."""

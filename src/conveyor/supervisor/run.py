@@ -15,9 +15,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from conveyor.errors import BackendError, ConveyorError, StorageError, UnsafeKeyError
+from conveyor.errors import BackendError, ConveyorError, ObjectNotFound, StorageError, UnsafeKeyError
 from conveyor.model.event import iso_z, utcnow
-from conveyor.model.job import JobOutcome, JobSpec, JobState
+from conveyor.model.job import Failure, JobOutcome, JobSpec, JobState
 from conveyor.model.service import Service
 from conveyor.storage.registry import ProviderRegistry
 from conveyor.supervisor import contract
@@ -99,7 +99,7 @@ class Supervisor:
         try:
             outcome = self._run(spec, log)
         except (StorageError, UnsafeKeyError, BackendError, ConveyorError, OSError) as error:
-            outcome = JobOutcome(state=JobState.FAILED, message=str(error))
+            outcome = JobOutcome(state=JobState.FAILED, message=str(error), failure=failure_of(error))
         finally:
             if not self.keep_work_dirs:
                 shutil.rmtree(spec.work_dir, ignore_errors=True)
@@ -136,6 +136,7 @@ class Supervisor:
         if result.timed_out:
             return JobOutcome(
                 state=JobState.TIMED_OUT,
+                failure="timeout",
                 exit_code=result.exit_code,
                 message=f"killed after {spec.service.timeout} s, the service's timeout; nothing was uploaded",
                 response=script_output,
@@ -143,15 +144,19 @@ class Supervisor:
         if result.exit_code != 0:
             return JobOutcome(
                 state=JobState.FAILED,
+                failure="script",
                 exit_code=result.exit_code,
                 message=f"the script exited with code {result.exit_code} after {elapsed:.1f} s; nothing was uploaded",
                 response=script_output,
             )
         log.write("INFO", f"script finished in {elapsed:.3f} s; uploading outputs")
         try:
-            stored = stage_out(output_dir, spec.service.output, self.storage.lookup_for(spec.service))
+            producer = {contract.PRODUCER_JOB_METADATA: spec.job_id, contract.PRODUCER_DEPTH_METADATA: str(spec.depth)}
+            stored = stage_out(output_dir, spec.service.output, self.storage.lookup_for(spec.service), producer)
         except StageOutError as error:
-            return JobOutcome(state=JobState.FAILED, exit_code=0, message=str(error), outputs=error.stored)
+            return JobOutcome(
+                state=JobState.FAILED, exit_code=0, message=str(error), outputs=error.stored, failure="infrastructure"
+            )
         for info in stored:
             log.write("INFO", f"stored {info.ref.provider}:{info.ref}")
         return JobOutcome(
@@ -177,6 +182,8 @@ class Supervisor:
             log.write("INFO", f"downloading {event.ref.provider}:{event.ref}")
             try:
                 path = stage_in_object(event, self.storage.provider(event.ref.provider, spec.service), input_dir)
+            except ObjectNotFound as error:
+                raise ObjectNotFound(f"stage-in failed: {event.ref} no longer exists: {error}") from error
             except StorageError as error:
                 raise StorageError(f"stage-in failed: could not download {event.ref}: {error}") from error
         elif spec.request_path is not None:
@@ -189,6 +196,15 @@ class Supervisor:
         env[contract.INPUT_FILE_PATH] = str(path)
         log.write("INFO", f"INPUT_FILE_PATH variable set to '{path}'")
         return env
+
+
+def failure_of(error: Exception) -> Failure:
+    """Bad input is final; anything else around the script (store, engine, image, disk) may pass."""
+    if isinstance(error, ObjectNotFound | UnsafeKeyError):
+        return "input"
+    if isinstance(error, StorageError | BackendError | OSError):
+        return "infrastructure"
+    return "input"
 
 
 def _script_environment(spec: JobSpec, contract_vars: dict[str, str]) -> dict[str, str]:

@@ -84,8 +84,16 @@ def output_files(output_dir: Path) -> Iterator[tuple[str, Path]]:
     yield from sorted(found)
 
 
-def stage_out(output_dir: Path, outputs: list[StorageIO], providers: ProviderLookup) -> list[ObjectInfo]:
-    """Upload every file to every output whose prefix/suffix filters accept its relative name."""
+def stage_out(
+    output_dir: Path,
+    outputs: list[StorageIO],
+    providers: ProviderLookup,
+    metadata: dict[str, str] | None = None,
+) -> list[ObjectInfo]:
+    """Upload every file to every output whose prefix/suffix filters accept its relative name.
+
+    Every object carries `metadata` (the job that wrote it), so the next job knows its parent.
+    """
     stored: list[ObjectInfo] = []
     for relative, path in output_files(output_dir):
         for output in outputs:
@@ -93,7 +101,7 @@ def stage_out(output_dir: Path, outputs: list[StorageIO], providers: ProviderLoo
                 continue
             ref = ObjectRef(provider=output.storage_provider, bucket=output.bucket, key=output.key_for(relative))
             try:
-                info = providers(output.storage_provider).upload(path, ref)
+                info = providers(output.storage_provider).upload(path, ref, metadata)
             except StorageError as error:
                 raise StageOutError(
                     f"stage-out failed uploading {relative!r} to {output.storage_provider}:{ref}: {error}; "

@@ -42,7 +42,7 @@ class MemoryStore(StorageProvider):
         dest.write_bytes(self.objects[(ref.bucket, ref.key)])
         return dest
 
-    def upload(self, path: Path, ref: ObjectRef) -> ObjectInfo:
+    def upload(self, path: Path, ref: ObjectRef, metadata: dict[str, str] | None = None) -> ObjectInfo:
         if ref.key in self.fail_on:
             raise StorageUnavailable("store answered 503")
         return self.put_bytes(ref, path.read_bytes())

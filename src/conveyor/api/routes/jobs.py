@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, Field
 
 from conveyor.api.deps import AdminDep, PlatformDep
 from conveyor.model.job import OSCAR_STATUS, JobRecord, JobState
@@ -89,6 +90,34 @@ def list_jobs(
         "jobs": [record.model_dump(mode="json") for _, record in page],
         "next": page[-1][0] if len(rows) > limit else None,
     }
+
+
+class RetryRequest(BaseModel):
+    service: str
+    jobs: list[str] = Field(default_factory=list)
+    """Job ids (or unique prefixes) to replay; empty with `dead` means every dead job."""
+    dead: bool = False
+
+
+@router.post("/conveyor/v1/retry", tags=["conveyor"])
+def retry_jobs(request: RetryRequest, platform: PlatformDep) -> dict[str, list[str]]:
+    """Replay finished jobs as a new attempt (dead letters, or any failed job by id)."""
+    if not request.jobs and not request.dead:
+        raise HTTPException(400, "name the jobs to retry, or ask for every dead job with dead=true")
+    _require_service(platform, request.service)
+    job_ids = [_full_job_id(platform, request.service, given) for given in request.jobs]
+    replayed = platform.ledger.replay(request.service, job_ids, dead=request.dead)
+    platform.dispatcher.wake()
+    return {"replayed": replayed}
+
+
+def _full_job_id(platform: Platform, service: str, given: str) -> str:
+    matches = platform.ledger.list_jobs(service, limit=2, id_prefix=given)
+    if not matches:
+        raise HTTPException(404, f"no job of service {service!r} starts with {given!r}")
+    if len(matches) > 1 and matches[0][1].job_id != given:
+        raise HTTPException(400, f"{given!r} matches several jobs of {service!r}: give more of the id")
+    return matches[0][1].job_id
 
 
 @router.get("/conveyor/v1/jobs/{job_id}", tags=["conveyor"])

@@ -116,7 +116,7 @@ class LocalBackend(Backend):
         try:
             return self.supervisor.run(job)
         except ConveyorError as error:  # the supervisor reports failures as outcomes; this is a safety net
-            return JobOutcome(state=JobState.FAILED, message=str(error))
+            return JobOutcome(state=JobState.FAILED, message=str(error), failure="infrastructure")
         finally:
             self.capacity.give_back(job.service)
 
@@ -152,4 +152,4 @@ def _outcome_of(future: Future[JobOutcome]) -> JobOutcome:
     try:
         return future.result()
     except Exception as error:
-        return JobOutcome(state=JobState.FAILED, message=f"internal error: {error!r}")
+        return JobOutcome(state=JobState.FAILED, message=f"internal error: {error!r}", failure="infrastructure")
