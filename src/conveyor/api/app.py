@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+import importlib
+import pkgutil
+
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
 
 from conveyor import __version__
 from conveyor.api.deps import BASIC_CHALLENGE, is_admin
 from conveyor.api.limits import BodyLimit
-from conveyor.api.routes import buckets, events, invoke, jobs, services, system, unsupported
 from conveyor.platform.platform import Platform
 
 
@@ -22,12 +24,20 @@ def create_app(platform: Platform) -> FastAPI:
         redoc_url=None,
     )
     app.state.platform = platform
-    for module in (system, services, jobs, invoke, events, buckets, unsupported):
-        app.include_router(module.router)
+    for router in _routers():
+        app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=platform.settings.api.max_body_mb * 2**20)
     app.add_exception_handler(HTTPException, _plain_text_error)
     app.add_exception_handler(RequestValidationError, _plain_text_validation_error)
     return app
+
+
+def _routers() -> list[APIRouter]:
+    """Every module in api/routes contributes its `router`: a new resource is a new module."""
+    import conveyor.api.routes as package
+
+    modules = sorted(info.name for info in pkgutil.iter_modules(package.__path__))
+    return [importlib.import_module(f"conveyor.api.routes.{name}").router for name in modules]
 
 
 def _needs_admin(path: str) -> bool:
