@@ -33,8 +33,9 @@ class DataLayout:
         """Bodies of HTTP invocations, kept until their job is gone."""
         return self.root / "requests"
 
-    def work_dir(self, job_id: str) -> Path:
-        return self.root / "work" / job_id
+    def work_dir(self, job_id: str, attempt: int) -> Path:
+        """One directory per attempt: a script an earlier attempt left running cannot touch the next."""
+        return self.root / "work" / f"{job_id}-{attempt}"
 
     def log_path(self, service: str, job_id: str) -> Path:
         return self.root / "logs" / service / f"{job_id}.log"

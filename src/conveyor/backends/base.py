@@ -47,6 +47,14 @@ class Backend(ABC):
     @abstractmethod
     def submit(self, job: JobSpec) -> JobHandle: ...
 
+    def adopt(self, job: JobSpec) -> JobHandle | None:
+        """Take over a job an earlier platform process started and did not see end.
+
+        Returns a handle when the job is still running or left a result to collect; None when
+        nothing of it survived, so it must run again. Backends that cannot tell return None.
+        """
+        return None
+
     @abstractmethod
     def status(self, handles: list[JobHandle]) -> list[JobStatus]: ...
 

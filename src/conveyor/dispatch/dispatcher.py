@@ -56,6 +56,27 @@ class Dispatcher:
 
     # ---- lifecycle ------------------------------------------------------------------------
 
+    def recover(self) -> tuple[int, int]:
+        """Jobs a stopped (or killed) platform left running: adopt what survived, queue the rest again.
+
+        Returns (adopted, queued again). Called once, before start().
+        """
+        adopted = requeued = 0
+        for job in self.ledger.running_jobs():
+            service = self._service(job.service)
+            if service is None:
+                self._finish(job.job_id, JobOutcome(state=JobState.CANCELLED, message="its service no longer exists"))
+                continue
+            spec = self._spec(job, service)
+            handle = self.backend.adopt(spec)
+            if handle is None:
+                self.ledger.requeue(job.job_id, "queued again: the platform stopped before its script started")
+                requeued += 1
+            else:
+                self._inflight[job.job_id] = _Inflight(handle, spec)
+                adopted += 1
+        return adopted, requeued
+
     def start(self) -> None:
         self._schedule_retry_check(self.ledger.next_retry_time())
         self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
@@ -194,7 +215,7 @@ class Dispatcher:
             sync=job.sync,
             attempt=job.attempt,
             depth=job.depth,
-            work_dir=self.layout.work_dir(job.job_id),
+            work_dir=self.layout.work_dir(job.job_id, job.attempt),
             log_path=self.layout.log_path(service.name, job.job_id),
         )
 

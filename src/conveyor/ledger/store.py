@@ -291,20 +291,20 @@ class Ledger:
         with self._reading() as session:
             return session.scalar(select(ServiceRow.created_at).where(ServiceRow.name == name))
 
-    def requeue_interrupted(self) -> int:
-        """Jobs left running by a platform that stopped are queued again as a new attempt."""
+    def running_jobs(self) -> list[ClaimedJob]:
+        """Jobs marked running: at start-up, those a stopped platform did not see end."""
+        with self._reading() as session:
+            rows = list(session.scalars(select(JobRow).where(JobRow.status == JobState.RUNNING).order_by(JobRow.seq)))
+            return [_claimed(session, row) for row in rows]
+
+    def requeue(self, job_id: str, message: str) -> None:
+        """Queue a job again as a new attempt."""
         with self._writing.begin() as session:
-            result = session.execute(
+            session.execute(
                 update(JobRow)
-                .where(JobRow.status == JobState.RUNNING)
-                .values(
-                    status=JobState.QUEUED,
-                    attempt=JobRow.attempt + 1,
-                    started_at=None,
-                    message="re-queued: the platform stopped while the job ran",
-                )
+                .where(JobRow.id == job_id)
+                .values(status=JobState.QUEUED, attempt=JobRow.attempt + 1, started_at=None, message=message)
             )
-            return result.rowcount or 0
 
     # ---- reading jobs ---------------------------------------------------------------------
 
@@ -408,6 +408,19 @@ class ClaimedJob:
     request_path: str | None
     event: ObjectEvent | None
     depth: int = 0
+
+
+def _claimed(session: Session, row: JobRow) -> ClaimedJob:
+    event = session.get(EventRow, row.event_id) if row.event_id is not None else None
+    return ClaimedJob(
+        job_id=row.id,
+        service=row.service,
+        attempt=row.attempt,
+        sync=row.sync,
+        request_path=row.request_path,
+        event=_event_from_row(event) if event else None,
+        depth=row.depth,
+    )
 
 
 def _service_from_row(row: ServiceRow, *, with_secrets: bool) -> Service:

@@ -20,6 +20,7 @@ from conveyor.dispatch.dispatcher import Dispatcher
 from conveyor.dispatch.retry import RetryPolicy
 from conveyor.errors import FDLError, PlatformError, Problem, StorageError
 from conveyor.events.intake import EventIntake
+from conveyor.events.reconciler import Reconciler
 from conveyor.events.routing import InputIndex
 from conveyor.layout import DataLayout
 from conveyor.ledger.store import Ledger, new_job_id
@@ -29,6 +30,7 @@ from conveyor.model.service import Service, duplicate_names
 from conveyor.platform.api_server import ApiServer
 from conveyor.platform.credentials import Credentials
 from conveyor.platform.deploy import ApplyReport, deploy_problems, prepare_storage, remove_buckets
+from conveyor.platform.loops import cycle_problems
 from conveyor.settings import Settings
 from conveyor.storage.base import StorageProvider
 from conveyor.storage.embedded import EmbeddedSeaweed, WebhookTarget
@@ -41,6 +43,7 @@ SEAWEEDFS_WEBHOOK_PATH = "/conveyor/v1/events/seaweedfs"
 
 # Producers of work stop first, so nothing is handed to a component that is already gone.
 _SHUTDOWN_ORDER = (
+    ("reconciler", "stop"),
     ("dispatcher", "stop"),
     ("backend", "close"),
     ("store", "stop"),
@@ -55,6 +58,7 @@ class Platform:
         self.settings = settings
         self.layout = DataLayout(settings.data_dir)
         self.warnings: list[str] = []
+        self.adopted = 0
         self.requeued = 0
         self._lock_file: Any = None
         self._started = False
@@ -76,7 +80,6 @@ class Platform:
                 admin_password=self.settings.admin_password,
             )
             self.ledger = Ledger(self.settings.resolved_ledger_url, lineage_limit=self.settings.dispatch.lineage_limit)
-            self.requeued = self.ledger.requeue_interrupted()
             self.api = ApiServer(create_app(self), self.settings.api.host, self.settings.api.port)
             self.store = EmbeddedSeaweed(
                 self.layout.seaweedfs,
@@ -99,7 +102,12 @@ class Platform:
             retry = RetryPolicy(self.settings.dispatch.retry_base_s, self.settings.dispatch.retry_max_s)
             self.dispatcher = Dispatcher(self.ledger, self.backend, self.layout, retry)
             self.intake = EventIntake(self.ledger, self.index, self.dispatcher.wake)
+            self.adopted, self.requeued = self.dispatcher.recover()
             self.dispatcher.start()
+            self.reconciler = Reconciler(
+                self.ledger, self.storage, self.intake, self.settings.dispatch.reconcile_interval_s
+            )
+            self.reconciler.start()
             self.started_at = utcnow()
             self._write_platform_file()
             self.ready.set()
@@ -189,6 +197,9 @@ class Platform:
             for p in deploy_problems(service)
         ]
         problems += [Problem(field=name, message="is defined more than once") for name in duplicate_names(services)]
+        applying = {service.name for service in services}  # a new definition replaces the deployed one
+        deployed = [service for service in self.ledger.list_services() if service.name not in applying]
+        problems += cycle_problems([*services, *deployed], changed=applying)
         if problems:
             raise FDLError(problems)
         report = ApplyReport()

@@ -6,7 +6,6 @@ under /buckets (see conveyor.events.seaweedfs). All its data lives under one dir
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -23,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from conveyor.errors import PlatformError
+from conveyor.host_processes import command_line_mentions, terminate
 
 # The HTTP ports weed mini listens on, besides S3's. Each component's gRPC port is its HTTP port
 # + 10000: some components derive it that way whatever the flags say (the admin worker does), so
@@ -57,15 +57,6 @@ def free_port_pair(host: str, taken: set[int]) -> int:
         if not pair & taken and all(port_is_free(p, host) for p in pair):
             return port
     raise PlatformError(f"no free port pair found between {_PORT_RANGE[0]} and {_PORT_RANGE[1] + GRPC_OFFSET}")
-
-
-def _alive(pid: int) -> bool:
-    """Running, as opposed to gone or a zombie waiting to be reaped."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "\nState:\tZ" not in status
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -161,22 +152,10 @@ class EmbeddedSeaweed:
         """A weed left running by a platform that was killed (kill -9) holds our ports and data: stop it."""
         try:
             pid = int(self.pid_path.read_text())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, ValueError):
-            self.pid_path.unlink(missing_ok=True)
-            return
-        if f"-dir={self.root / 'data'}".encode() not in cmdline:
-            self.pid_path.unlink(missing_ok=True)
-            return  # the pid was reused by an unrelated process
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            time.sleep(0.2)
+            pid = 0
+        if pid and command_line_mentions(pid, f"-dir={self.root / 'data'}"):  # not a reused pid
+            terminate(pid)
         self.pid_path.unlink(missing_ok=True)
 
     def is_running(self) -> bool:

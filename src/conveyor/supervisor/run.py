@@ -13,7 +13,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Literal, Protocol
+
+from pydantic import BaseModel
 
 from conveyor.errors import BackendError, ConveyorError, ObjectNotFound, StorageError, UnsafeKeyError
 from conveyor.model.event import iso_z, utcnow
@@ -53,12 +55,48 @@ class ScriptResult:
     timed_out: bool = False
 
 
+class RunRecord(BaseModel):
+    """What a runner started, written beside the job, so a platform restarted after a crash can
+    find the script still running (or its exit code) instead of running it a second time."""
+
+    kind: Literal["process", "container"]
+    started_at: float
+    """time.time() when the script started: the timeout counts from there."""
+    pid: int | None = None
+    container_id: str | None = None
+    exit_file: str | None = None
+    """Where a host process's wrapper writes the script's exit code."""
+
+    FILE: ClassVar[str] = "run.json"
+
+    def save(self, work_dir: Path) -> None:
+        temporary = work_dir / (self.FILE + ".tmp")
+        temporary.write_text(self.model_dump_json())
+        temporary.replace(work_dir / self.FILE)  # never a half-written record
+
+    @classmethod
+    def load(cls, work_dir: Path) -> RunRecord | None:
+        try:
+            return cls.model_validate_json((work_dir / cls.FILE).read_text())
+        except (OSError, ValueError):
+            return None
+
+
 class ScriptRunner(Protocol):
     name: str
 
     def run(self, invocation: ScriptInvocation) -> ScriptResult:
-        """Run the script to its end (or its timeout); raise BackendError when it cannot start."""
+        """Run the script to its end (or its timeout); raise BackendError when it cannot start.
+
+        Once the script runs, a RunRecord is saved in the work dir.
+        """
         ...
+
+    def reattach(self, invocation: ScriptInvocation, record: RunRecord) -> ScriptResult:
+        """Wait for a script an earlier platform process started (the timeout counts from its start)."""
+        ...
+
+    def cancel(self, job_id: str) -> bool: ...
 
 
 class JobLog:
@@ -92,12 +130,16 @@ class Supervisor:
         self.runner = runner
         self.keep_work_dirs = keep_work_dirs
 
-    def run(self, spec: JobSpec) -> JobOutcome:
+    def run(self, spec: JobSpec, *, resume: bool = False) -> JobOutcome:
+        """Run the job; with `resume`, pick up a script an earlier platform process started."""
         started = utcnow()
         log = JobLog(spec.log_path, spec.service.log_level)
-        log.write("INFO", f"job {spec.job_id} (attempt {spec.attempt}) of service {spec.service.name!r}")
+        if resume:
+            log.write("INFO", f"job {spec.job_id} (attempt {spec.attempt}): the platform restarted; picking it up")
+        else:
+            log.write("INFO", f"job {spec.job_id} (attempt {spec.attempt}) of service {spec.service.name!r}")
         try:
-            outcome = self._run(spec, log)
+            outcome = self._resume(spec, log) if resume else self._run(spec, log)
         except (StorageError, UnsafeKeyError, BackendError, ConveyorError, OSError) as error:
             outcome = JobOutcome(state=JobState.FAILED, message=str(error), failure=failure_of(error))
         finally:
@@ -109,6 +151,7 @@ class Supervisor:
         return outcome
 
     def _run(self, spec: JobSpec, log: JobLog) -> JobOutcome:
+        shutil.rmtree(spec.work_dir, ignore_errors=True)  # whatever an attempt cut short left there
         input_dir, output_dir = spec.work_dir / "input", spec.work_dir / "output"
         input_dir.mkdir(parents=True, exist_ok=True)
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -120,19 +163,36 @@ class Supervisor:
 
         offset = log.size()
         clock = time.monotonic()
-        result = self.runner.run(
-            ScriptInvocation(
-                job_id=spec.job_id,
-                service=spec.service,
-                script_path=script_path,
-                env=_script_environment(spec, env),
-                work_dir=spec.work_dir,
-                timeout_s=spec.service.timeout,
-                log_path=spec.log_path,
-            )
+        result = self.runner.run(self._invocation(spec, _script_environment(spec, env), spec.service.timeout))
+        return self._conclude(spec, log, result, time.monotonic() - clock, log.read_from(offset))
+
+    def _resume(self, spec: JobSpec, log: JobLog) -> JobOutcome:
+        record = RunRecord.load(spec.work_dir)
+        if record is None:
+            raise BackendError(f"job {spec.job_id} left no record of its script; it must run again")
+        remaining = max(0.0, spec.service.timeout - (time.time() - record.started_at))
+        offset = log.size()
+        clock = time.monotonic()
+        result = self.runner.reattach(self._invocation(spec, {}, remaining), record)
+        return self._conclude(spec, log, result, time.monotonic() - clock, log.read_from(offset))
+
+    @staticmethod
+    def _invocation(spec: JobSpec, env: dict[str, str], timeout_s: float) -> ScriptInvocation:
+        return ScriptInvocation(
+            job_id=spec.job_id,
+            service=spec.service,
+            script_path=spec.work_dir / "script.sh",
+            env=env,
+            work_dir=spec.work_dir,
+            timeout_s=timeout_s,
+            log_path=spec.log_path,
         )
-        elapsed = time.monotonic() - clock
-        script_output = log.read_from(offset)
+
+    def _conclude(
+        self, spec: JobSpec, log: JobLog, result: ScriptResult, elapsed: float, script_output: bytes
+    ) -> JobOutcome:
+        """From the script's end to the outcome: a failure uploads nothing, a success stages out."""
+        output_dir = spec.work_dir / "output"
         if result.timed_out:
             return JobOutcome(
                 state=JobState.TIMED_OUT,

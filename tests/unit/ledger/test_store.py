@@ -356,7 +356,7 @@ def test_count_jobs_by_service_and_state(ledger: Ledger) -> None:
     assert ledger.count_jobs("nobody") == {}
 
 
-def test_requeue_interrupted_queues_running_jobs_as_a_new_attempt(ledger: Ledger) -> None:
+def test_running_jobs_are_found_and_can_be_queued_again_as_a_new_attempt(ledger: Ledger) -> None:
     running = ledger.create_request_job("grayify", "/r", sync=False)
     queued = ledger.create_request_job("grayify", "/r", sync=False)
     done = ledger.create_request_job("grayify", "/r", sync=False)
@@ -364,18 +364,19 @@ def test_requeue_interrupted_queues_running_jobs_as_a_new_attempt(ledger: Ledger
     ledger.mark_running(done)
     ledger.finish_job(done, succeeded())
 
-    assert ledger.requeue_interrupted() == 1
+    assert [c.job_id for c in ledger.running_jobs()] == [running]
+    ledger.requeue(running, "queued again: the platform stopped")
 
     job = ledger.fetch_job(running)
     assert job is not None
     assert (job.state, job.attempt, job.started_at) == (JobState.QUEUED, 2, None)
-    assert "re-queued" in job.message
+    assert "queued again" in job.message
     claimed = {c.job_id: c for c in ledger.next_queued(10)}
     assert claimed[running].attempt == 2
     assert claimed[queued].attempt == 1
     done_job = ledger.fetch_job(done)
     assert done_job is not None and done_job.state is JobState.SUCCEEDED
-    assert ledger.requeue_interrupted() == 0
+    assert ledger.running_jobs() == []
 
 
 # ---- deleting -------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from conveyor.model.job import JobHandle, JobOutcome, JobSpec, JobState, JobStat
 from conveyor.model.service import Service, parse_memory
 from conveyor.settings import LocalBackendSettings
 from conveyor.storage.registry import ProviderRegistry
-from conveyor.supervisor.run import ScriptRunner, Supervisor
+from conveyor.supervisor.run import RunRecord, ScriptRunner, Supervisor
 
 
 def host_memory_bytes() -> int:
@@ -105,16 +105,24 @@ class LocalBackend(Backend):
         return self.capacity.fits(job.service)
 
     def submit(self, job: JobSpec) -> JobHandle:
+        return self._start(job, resume=False)
+
+    def adopt(self, job: JobSpec) -> JobHandle | None:
+        if RunRecord.load(job.work_dir) is None:
+            return None  # the script never started: stage-in runs again with the next attempt
+        return self._start(job, resume=True)
+
+    def _start(self, job: JobSpec, *, resume: bool) -> JobHandle:
         self.capacity.take(job.service)
-        future = self._pool.submit(self._run, job)
+        future = self._pool.submit(self._run, job, resume)
         with self._lock:
             self._futures[job.job_id] = future
         future.add_done_callback(lambda _: self._listener())
         return JobHandle(job_id=job.job_id, backend=self.name)
 
-    def _run(self, job: JobSpec) -> JobOutcome:
+    def _run(self, job: JobSpec, resume: bool) -> JobOutcome:
         try:
-            return self.supervisor.run(job)
+            return self.supervisor.run(job, resume=resume)
         except ConveyorError as error:  # the supervisor reports failures as outcomes; this is a safety net
             return JobOutcome(state=JobState.FAILED, message=str(error), failure="infrastructure")
         finally:

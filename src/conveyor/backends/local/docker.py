@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
 
 from conveyor.errors import BackendError, BackendUnavailable, ImageError
-from conveyor.supervisor.run import ScriptInvocation, ScriptResult
+from conveyor.supervisor.run import RunRecord, ScriptInvocation, ScriptResult
 
 STANDARD_SOCKETS = (
     "/var/run/docker.sock",
@@ -148,6 +149,25 @@ class DockerRunner:
             container.start()
         except (APIError, DockerException) as error:
             raise BackendError(f"the engine could not start the container: {_explain(error)}") from error
+        RunRecord(kind="container", started_at=time.time(), container_id=container.id).save(invocation.work_dir)
+        return self._wait_and_collect(container, invocation)
+
+    def reattach(self, invocation: ScriptInvocation, record: RunRecord) -> ScriptResult:
+        """The container outlived the platform: wait for it (or read how it ended), then remove it."""
+        try:
+            container = self.client.containers.get(record.container_id)
+        except NotFound:
+            raise BackendError("the job's container disappeared while the platform was down; it runs again") from None
+        except (APIError, DockerException) as error:
+            raise BackendError(f"the engine could not find the job's container: {_explain(error)}") from error
+        self._running[invocation.job_id] = container.id
+        try:
+            return self._wait_and_collect(container, invocation)
+        finally:
+            self._running.pop(invocation.job_id, None)
+            _remove_quietly(container)
+
+    def _wait_and_collect(self, container: Any, invocation: ScriptInvocation) -> ScriptResult:
         timed_out = False
         exit_code: int | None = None
         try:

@@ -2,22 +2,28 @@
 
 The process runs in the job's private work directory with a small, explicit environment (not
 Conveyor's own, which may hold credentials), in its own session so that a timeout or a cancel
-kills everything it started.
+kills everything it started. A thin `sh` wrapper writes the script's exit code to a file, so a
+platform restarted after a crash can still learn how a script it did not see end went.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
-from conveyor.supervisor.run import ScriptInvocation, ScriptResult
+from conveyor.errors import BackendError
+from conveyor.host_processes import command_line_mentions, is_alive, kill_group
+from conveyor.supervisor.run import RunRecord, ScriptInvocation, ScriptResult
 
 _PASSED_THROUGH = ("LANG", "LC_ALL", "TZ", "TERM")
+EXIT_FILE = "exit-code"
+# $1: the script, $2: where its exit code goes. The wrapper exits with the script's code.
+_WRAPPER = '/bin/sh "$1"; code=$?; echo "$code" > "$2"; exit "$code"'
+_REATTACH_POLL_S = 0.2
 
 
 def host_environment(work_dir: Path) -> dict[str, str]:
@@ -32,7 +38,7 @@ class ProcessRunner:
     name = "process"
 
     def __init__(self) -> None:
-        self._running: dict[str, subprocess.Popen[bytes]] = {}
+        self._running: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def describe(self) -> str:
@@ -40,9 +46,10 @@ class ProcessRunner:
 
     def run(self, invocation: ScriptInvocation) -> ScriptResult:
         env = host_environment(invocation.work_dir) | invocation.env
+        exit_file = invocation.work_dir / EXIT_FILE
         with invocation.log_path.open("ab") as log:
             process = subprocess.Popen(
-                ["/bin/sh", str(invocation.script_path)],
+                ["/bin/sh", "-c", _WRAPPER, "conveyor-job", str(invocation.script_path), str(exit_file)],
                 cwd=invocation.work_dir,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -50,39 +57,60 @@ class ProcessRunner:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        RunRecord(kind="process", started_at=time.time(), pid=process.pid, exit_file=str(exit_file)).save(
+            invocation.work_dir
+        )
+        with self._lock:
+            self._running[invocation.job_id] = process.pid
+        # A timer kills the session at the deadline while this thread blocks in waitpid:
+        # Popen.wait(timeout) would instead poll with sleeps, adding milliseconds to every job.
+        expired = threading.Event()
+        deadline = threading.Timer(invocation.timeout_s, _expire, args=(process.pid, expired))
+        deadline.daemon = True
+        deadline.start()
+        try:
+            code = process.wait()
+        finally:
+            deadline.cancel()
             with self._lock:
-                self._running[invocation.job_id] = process
-            # A timer kills the session at the deadline while this thread blocks in waitpid:
-            # Popen.wait(timeout) would instead poll with sleeps, adding milliseconds to every job.
-            expired = threading.Event()
-            deadline = threading.Timer(invocation.timeout_s, _expire, args=(process, expired))
-            deadline.daemon = True
-            deadline.start()
-            try:
-                code = process.wait()
-            finally:
-                deadline.cancel()
-                with self._lock:
-                    self._running.pop(invocation.job_id, None)
-            _kill_session(process)  # background children the script left behind die with it
+                self._running.pop(invocation.job_id, None)
+        kill_group(process.pid)  # background children the script left behind die with it
         if expired.is_set():
             return ScriptResult(exit_code=None, timed_out=True)
         return ScriptResult(exit_code=128 - code if code < 0 else code)
 
+    def reattach(self, invocation: ScriptInvocation, record: RunRecord) -> ScriptResult:
+        """The script is not our child any more: watch its pid, then read the exit code it left."""
+        pid = record.pid or 0
+        with self._lock:
+            self._running[invocation.job_id] = pid
+        try:
+            deadline = time.monotonic() + invocation.timeout_s
+            while is_alive(pid) and command_line_mentions(pid, str(invocation.script_path)):
+                if time.monotonic() > deadline:
+                    kill_group(pid)
+                    return ScriptResult(exit_code=None, timed_out=True)
+                time.sleep(_REATTACH_POLL_S)
+        finally:
+            with self._lock:
+                self._running.pop(invocation.job_id, None)
+        kill_group(pid)
+        try:
+            return ScriptResult(exit_code=int(Path(record.exit_file or "").read_text().strip()))
+        except (OSError, ValueError):
+            raise BackendError(
+                "the script ended while the platform was down and left no exit code (it was killed); it runs again"
+            ) from None
+
     def cancel(self, job_id: str) -> bool:
         with self._lock:
-            process = self._running.get(job_id)
-        if process is None:
+            pid = self._running.get(job_id)
+        if pid is None:
             return False
-        _kill_session(process)
+        kill_group(pid)
         return True
 
 
-def _expire(process: subprocess.Popen[bytes], expired: threading.Event) -> None:
+def _expire(pid: int, expired: threading.Event) -> None:
     expired.set()
-    _kill_session(process)
-
-
-def _kill_session(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
+    kill_group(pid)

@@ -79,8 +79,11 @@ def _print_endpoints(platform: Platform) -> None:
     )
     for warning in platform.warnings:
         render.warn(warning)
-    if platform.requeued:
-        render.note(f"{platform.requeued} job(s) cut short by the last stop were queued again")
+    if platform.adopted or platform.requeued:
+        render.note(
+            f"jobs the last run left running: {platform.adopted} picked up where they were, "
+            f"{platform.requeued} queued again"
+        )
     render.note("Ctrl-C to stop")
 
 

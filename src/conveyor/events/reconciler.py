@@ -1,0 +1,251 @@
+"""The reconciler: finds objects whose notification never arrived, and accepts them like any event.
+
+Webhooks get lost: SeaweedFS keeps its notification queue in memory, and nothing delivers to a
+platform that is down. So once at start-up and then every `dispatch.reconcile_interval_s`, every
+service's inputs are listed and compared with the ledger; each object version the ledger has no
+event for goes through the intake, the one door into the ledger. The ledger's idempotency key
+(service, bucket, key, etag) makes the reconciler and a late webhook agree: whichever comes
+second is counted as a duplicate, so a race between them still creates one job.
+
+Not every unseen object is work:
+
+- Objects stored more than `CREATED_AT_SLACK` before the service was created are not its work:
+  OSCAR would never have run them either (it only hears of objects put after the bucket
+  notification was set up), and applying a service to a full bucket must not start a backfill.
+- Objects younger than `settle_s` are left to their webhook, which is normally milliseconds away.
+  A job's outputs are the reason: their notification names the job that wrote them (lineage and
+  the loop limit), which a listing cannot tell until the job is finished. The next round takes
+  them if the webhook never comes. Objects stored before the reconciler started are never kept
+  waiting: the store restarted with the platform, so their notification is gone for good.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, Field, computed_field
+
+from conveyor.errors import StorageError
+from conveyor.events.intake import EventIntake
+from conveyor.ledger.store import Ledger
+from conveyor.model.event import ObjectEvent, ObjectInfo, ObjectRef, utcnow
+from conveyor.model.service import DEFAULT_PROVIDER, Service, StorageIO
+from conveyor.storage.base import StorageProvider
+from conveyor.storage.registry import ProviderRegistry
+
+log = logging.getLogger(__name__)
+
+CREATED_AT_SLACK = timedelta(seconds=2)
+"""Stores keep object times to the second, and their clock may run a little apart from ours."""
+SETTLE_S = 3.0
+STOP_TIMEOUT_S = 10.0
+
+
+class ServiceReconcile(BaseModel):
+    """One service's part of a round."""
+
+    service: str
+    listed: int = 0
+    """Objects found under the service's inputs (folder markers not counted)."""
+    accepted: int = 0
+    """Objects the ledger had no event for, now accepted with a new job."""
+    known: int = 0
+    """Objects the ledger already has an event for (or that a webhook recorded during the round)."""
+    older_than_service: int = 0
+    settling: int = 0
+    """Objects too young to tell apart from a notification still on its way; the next round sees them."""
+    not_reconciled: list[str] = Field(default_factory=list)
+    """Inputs on other providers than the platform's own store, which are not listed yet."""
+    errors: list[str] = Field(default_factory=list)
+    seconds: float = 0.0
+
+
+class ReconcileReport(BaseModel):
+    started_at: datetime
+    services: list[ServiceReconcile] = Field(default_factory=list)
+    seconds: float = 0.0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def listed(self) -> int:
+        return sum(s.listed for s in self.services)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def accepted(self) -> int:
+        return sum(s.accepted for s in self.services)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def older_than_service(self) -> int:
+        return sum(s.older_than_service for s in self.services)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def settling(self) -> int:
+        return sum(s.settling for s in self.services)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def errors(self) -> int:
+        return sum(len(s.errors) for s in self.services)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        ledger: Ledger,
+        storage: ProviderRegistry,
+        intake: EventIntake,
+        interval_s: float,
+        *,
+        settle_s: float = SETTLE_S,
+    ) -> None:
+        self.ledger = ledger
+        self.storage = storage
+        self.intake = intake
+        self.interval_s = interval_s
+        """Seconds between rounds; 0 runs none on its own (`reconcile_once` still works)."""
+        self.settle_s = settle_s
+        self.started_at = utcnow()
+        self._stopping = threading.Event()
+        self._round_lock = threading.Lock()
+        """One round at a time: a round asked for through the API waits for the periodic one."""
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """A round now, in the background (listing a large store takes a while), then one every interval."""
+        self.started_at = utcnow()
+        self._stopping.clear()
+        if self.interval_s <= 0:
+            return
+        self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Returns promptly: a round in progress gives up at the next object it looks at."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def _loop(self) -> None:
+        wait_s = 0.0
+        while not self._stopping.wait(wait_s):
+            wait_s = self.interval_s
+            try:
+                report = self.reconcile_once()
+            except Exception:  # a busy ledger or a bug in one round must not end reconciliation
+                log.exception("reconciliation round failed; the next one retries")
+                continue
+            if report.accepted or report.errors:
+                log.info(
+                    "reconciled %d objects in %.1f s: %d lost events accepted, %d errors",
+                    report.listed,
+                    report.seconds,
+                    report.accepted,
+                    report.errors,
+                )
+
+    # ---- a round --------------------------------------------------------------------------
+
+    def reconcile_once(self) -> ReconcileReport:
+        """List every service's inputs and accept each object version the ledger has not seen."""
+        with self._round_lock:
+            clock = time.perf_counter()
+            report = ReconcileReport(started_at=utcnow())
+            for service in self.ledger.list_services():
+                if self._stopping.is_set():
+                    break
+                report.services.append(self._reconcile_service(service, report.started_at))
+            report.seconds = time.perf_counter() - clock
+            return report
+
+    def _reconcile_service(self, service: Service, now: datetime) -> ServiceReconcile:
+        clock = time.perf_counter()
+        result = ServiceReconcile(service=service.name)
+        created_at = self.ledger.service_created_at(service.name)
+        if created_at is not None:  # None: deleted since the round began
+            for io in _distinct_inputs(service.input):
+                if io.storage_provider != DEFAULT_PROVIDER:
+                    # Other providers are the services' own stores (AWS S3, another MinIO): listing
+                    # them costs requests (money, on AWS) and their credentials may only allow
+                    # writes; their events come through their own notifications for now.
+                    result.not_reconciled.append(f"{io.storage_provider}:{io.path}")
+                    continue
+                try:
+                    self._reconcile_input(service.name, io, created_at, now, result)
+                except StorageError as error:  # the next round lists it again
+                    log.warning("reconciling %s input %s failed: %s", service.name, io.path, error)
+                    result.errors.append(f"{io.path}: {error}")
+        result.seconds = time.perf_counter() - clock
+        return result
+
+    def _reconcile_input(
+        self, name: str, io: StorageIO, created_at: datetime, now: datetime, result: ServiceReconcile
+    ) -> None:
+        provider = self.storage.provider(io.storage_provider)
+        prefix = f"{io.folder}/" if io.folder else ""
+        # One query per input, not one per object: at 100,000 objects that is the whole cost.
+        known = self.ledger.known_versions(name, io.storage_provider, io.bucket, prefix)
+        for info in _objects(provider, io.bucket, prefix):
+            if self._stopping.is_set():
+                return
+            result.listed += 1
+            if (info.ref.key, info.etag) in known:
+                result.known += 1
+            elif self._is_older_than_service(info, created_at):
+                result.older_than_service += 1
+            elif self._is_settling(info, now):
+                result.settling += 1
+            elif self.intake.accept(_event_for(info, io.storage_provider), only_service=name):
+                result.accepted += 1
+            else:  # a webhook recorded it after the ledger was read
+                result.known += 1
+
+    @staticmethod
+    def _is_older_than_service(info: ObjectInfo, created_at: datetime) -> bool:
+        return info.last_modified is not None and info.last_modified < created_at - CREATED_AT_SLACK
+
+    def _is_settling(self, info: ObjectInfo, now: datetime) -> bool:
+        """Young enough that its webhook may still come, and stored since this platform started."""
+        if info.last_modified is None or self.settle_s <= 0:
+            return False
+        # Stores truncate times to the second, so "stored before we started" needs a second to spare.
+        stored_before_start = info.last_modified < self.started_at - timedelta(seconds=1)
+        return not stored_before_start and info.last_modified > now - timedelta(seconds=self.settle_s)
+
+
+def _objects(provider: StorageProvider, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
+    """The objects under `prefix`, without folder markers (empty `folder/` keys)."""
+    return (info for info in provider.list(bucket, prefix) if not info.ref.key.endswith("/"))
+
+
+def _distinct_inputs(inputs: list[StorageIO]) -> list[StorageIO]:
+    """Inputs that no other input of the same service contains, so each object is listed once."""
+    distinct: list[StorageIO] = []
+    for position, io in enumerate(inputs):
+        covered = any(
+            io.is_within(other) and (io.path != other.path or earlier < position)
+            for earlier, other in enumerate(inputs)
+            if earlier != position
+        )
+        if not covered:
+            distinct.append(io)
+    return distinct
+
+
+def _event_for(info: ObjectInfo, provider: str) -> ObjectEvent:
+    return ObjectEvent(
+        ref=ObjectRef(provider=provider, bucket=info.ref.bucket, key=info.ref.key),
+        etag=info.etag,
+        size=info.size,
+        event_time=info.last_modified or utcnow(),
+        source="reconciler",
+    )

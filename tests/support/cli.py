@@ -1,0 +1,83 @@
+"""Running the `conveyor` command line as a user does: `conveyor up` and commands as subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+CONVEYOR = [sys.executable, "-m", "conveyor"]
+
+
+def cli_environment(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """This process's environment without CONVEYOR_* settings, and a data dir under tmp_path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    return env | {
+        "CONVEYOR_DATA_DIR": str(tmp_path / "data"),
+        "CONVEYOR_CONFIG": str(tmp_path / "absent.toml"),
+        "COLUMNS": "200",
+        **extra,
+    }
+
+
+CONVEYOR = [sys.executable, "-m", "conveyor"]
+
+
+@dataclass
+class Cli:
+    env: dict[str, str]
+    cwd: Path
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [*CONVEYOR, *args], env=self.env, cwd=self.cwd, capture_output=True, text=True, timeout=timeout
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"conveyor {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def json(self, *args: str) -> object:
+        return json.loads(self(*args, "--json").stdout)
+
+
+def start_up(env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    log = (cwd / "up.log").open("a")
+    up = subprocess.Popen(
+        [*CONVEYOR, "up", "--port", "0", "--s3-port", "0", "--runtime", "process"],
+        env=env,
+        cwd=cwd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    platform_file = Path(env["CONVEYOR_DATA_DIR"]) / "platform.json"
+    deadline = time.monotonic() + 60
+    while not _written_by(platform_file, up.pid):
+        if up.poll() is not None or time.monotonic() > deadline:
+            up.kill()
+            raise AssertionError(f"conveyor up did not start:\n{(cwd / 'up.log').read_text()}")
+        time.sleep(0.1)
+    return up
+
+
+def _written_by(platform_file: Path, pid: int) -> bool:
+    try:
+        return json.loads(platform_file.read_text())["pid"] == pid
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def stop_up(up: subprocess.Popen[str], cwd: Path) -> None:
+    up.send_signal(signal.SIGINT)
+    try:
+        up.wait(60)
+    except subprocess.TimeoutExpired:
+        up.kill()
+        raise
+    assert up.returncode == 0, (cwd / "up.log").read_text()
+    assert "stopped" in (cwd / "up.log").read_text()
