@@ -72,7 +72,11 @@ def conveyor_end_to_end(files: int, workers: int) -> tuple[float, float]:
             payload = os.urandom(512).hex().encode()
             started = time.perf_counter()
             with ThreadPoolExecutor(8) as pool:
-                list(pool.map(lambda i: store.put_bytes(ObjectRef.parse(f"bench/in/f{i:05d}.txt"), payload), range(files)))
+                list(
+                    pool.map(
+                        lambda i: store.put_bytes(ObjectRef.parse(f"bench/in/f{i:05d}.txt"), payload), range(files)
+                    )
+                )
             while True:
                 counts = platform.ledger.count_jobs("copy").get("copy", {})
                 if sum(n for state, n in counts.items() if state in TERMINAL_STATES) >= files:

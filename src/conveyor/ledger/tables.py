@@ -45,7 +45,10 @@ class EventRow(Base):
     """One object event accepted for one service. The unique key makes duplicates harmless."""
 
     __tablename__ = "events"
-    __table_args__ = (UniqueConstraint("service", "provider", "bucket", "key", "etag", name="uq_event_identity"),)
+    __table_args__ = (
+        UniqueConstraint("service", "provider", "bucket", "key", "etag", name="uq_event_identity"),
+        Index("ix_events_object", "bucket", "key"),  # who read this object (provenance)
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     service: Mapped[str] = mapped_column(String(64), index=True)
@@ -62,7 +65,12 @@ class EventRow(Base):
 
 class JobRow(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_seq", "status", "seq"), Index("ix_jobs_service_seq", "service", "seq"))
+    __table_args__ = (
+        Index("ix_jobs_status_seq", "status", "seq"),
+        Index("ix_jobs_service_seq", "service", "seq"),
+        Index("ix_jobs_event", "event_id"),
+        Index("ix_jobs_parent", "parent_job_id"),
+    )
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(96), unique=True)

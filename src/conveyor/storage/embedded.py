@@ -32,6 +32,13 @@ GRPC_OFFSET = 10000
 _PORT_RANGE = (20000, 55000)
 
 
+START_ATTEMPTS = 3
+
+
+class _DiedStarting(Exception):
+    """weed exited before it was ready."""
+
+
 @dataclass(frozen=True)
 class WebhookTarget:
     url: str
@@ -110,6 +117,20 @@ class EmbeddedSeaweed:
         return self.root / "weed.pid"
 
     def start(self) -> None:
+        """Start weed and wait until it serves. A weed that dies while starting is started again,
+        up to START_ATTEMPTS times: it has been seen to panic at start-up once in a long while."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self._start_once()
+                return
+            except _DiedStarting:
+                if attempt == START_ATTEMPTS:
+                    raise PlatformError(
+                        f"SeaweedFS exited during start-up {START_ATTEMPTS} times; see {self.log_path}:\n"
+                        f"{self._log_tail()}"
+                    ) from None
+
+    def _start_once(self) -> None:
         for sub in ("data", "config", "logs"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._stop_orphan()
@@ -247,7 +268,7 @@ class EmbeddedSeaweed:
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() < deadline:
                 if self._process is None or self._process.poll() is not None:
-                    raise PlatformError(f"SeaweedFS exited during start-up; see {self.log_path}:\n{self._log_tail()}")
+                    raise _DiedStarting
                 try:
                     payload = os.urandom(16)
                     put = client.post(probe_url, files={"file": ("probe", payload)})
