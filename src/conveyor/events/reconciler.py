@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 CREATED_AT_SLACK = timedelta(seconds=2)
 """Stores keep object times to the second, and their clock may run a little apart from ours."""
 SETTLE_S = 3.0
+MAX_DUTY = 20
+"""Rounds are at least this many times their own duration apart (listing costs at most 5 %)."""
+"""Seconds a new object is left to its own notification before a round takes it."""
 STOP_TIMEOUT_S = 10.0
 
 
@@ -69,27 +72,27 @@ class ReconcileReport(BaseModel):
     services: list[ServiceReconcile] = Field(default_factory=list)
     seconds: float = 0.0
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field
     @property
     def listed(self) -> int:
         return sum(s.listed for s in self.services)
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field
     @property
     def accepted(self) -> int:
         return sum(s.accepted for s in self.services)
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field
     @property
     def older_than_service(self) -> int:
         return sum(s.older_than_service for s in self.services)
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field
     @property
     def settling(self) -> int:
         return sum(s.settling for s in self.services)
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field
     @property
     def errors(self) -> int:
         return sum(len(s.errors) for s in self.services)
@@ -144,6 +147,9 @@ class Reconciler:
             except Exception:  # a busy ledger or a bug in one round must not end reconciliation
                 log.exception("reconciliation round failed; the next one retries")
                 continue
+            # A safety net must stay cheap: with inputs so large that a round takes long, rounds
+            # space out so that listing never takes more than 1/MAX_DUTY of the time.
+            wait_s = max(self.interval_s, report.seconds * MAX_DUTY)
             if report.accepted or report.errors:
                 log.info(
                     "reconciled %d objects in %.1f s: %d lost events accepted, %d errors",
@@ -192,7 +198,7 @@ class Reconciler:
     ) -> None:
         provider = self.storage.provider(io.storage_provider)
         prefix = f"{io.folder}/" if io.folder else ""
-        # One query per input, not one per object: at 100,000 objects that is the whole cost.
+        # One query per input, never one per object: 100,000 lookups would cost more than the listing.
         known = self.ledger.known_versions(name, io.storage_provider, io.bucket, prefix)
         for info in _objects(provider, io.bucket, prefix):
             if self._stopping.is_set():
@@ -211,6 +217,7 @@ class Reconciler:
 
     @staticmethod
     def _is_older_than_service(info: ObjectInfo, created_at: datetime) -> bool:
+        # A store that gives no time cannot show the object is old: it is taken as the service's.
         return info.last_modified is not None and info.last_modified < created_at - CREATED_AT_SLACK
 
     def _is_settling(self, info: ObjectInfo, now: datetime) -> bool:

@@ -276,13 +276,16 @@ class Ledger:
 
     def known_versions(self, service: str, provider: str, bucket: str, prefix: str) -> set[tuple[str, str]]:
         """(key, etag) of every object version under `prefix` the service has an event for."""
+        in_prefix = EventRow.key >= prefix
+        if prefix:  # a key range, not LIKE: the index on (service, provider, bucket, key) serves it
+            in_prefix = in_prefix & (EventRow.key < prefix[:-1] + chr(ord(prefix[-1]) + 1))
         with self._reading() as session:
             rows = session.execute(
                 select(EventRow.key, EventRow.etag).where(
                     EventRow.service == service,
                     EventRow.provider == provider,
                     EventRow.bucket == bucket,
-                    EventRow.key.startswith(prefix, autoescape=True),
+                    in_prefix,
                 )
             )
             return {(key, etag) for key, etag in rows}

@@ -5,12 +5,15 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.client import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, EndpointConnectionError
+from dateutil import parser as dateutil_parser
 from pydantic import BaseModel, ConfigDict
 
 from conveyor.errors import ObjectNotFound, StorageAuthError, StorageError, StorageUnavailable
@@ -58,7 +61,7 @@ class S3Provider(StorageProvider):
 
     def _new_client(self, endpoint: str | None) -> Any:
         creds = self.credentials
-        return boto3.session.Session().client(
+        return _fast_session().client(
             "s3",
             endpoint_url=endpoint,
             aws_access_key_id=creds.access_key,
@@ -187,6 +190,22 @@ class S3Provider(StorageProvider):
             if client is not None:
                 client.close()
         self._client = self._presigner = None
+
+
+def _fast_session() -> boto3.session.Session:
+    """A session whose XML responses parse timestamps with datetime.fromisoformat: botocore's
+    default (dateutil) is most of the time spent listing 1,000-object pages."""
+    core = botocore.session.get_session()
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_parse_timestamp)
+    return boto3.session.Session(botocore_session=core)
+
+
+def _parse_timestamp(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return dateutil_parser.parse(value)  # RFC 1123 dates in HTTP headers (HEAD's LastModified)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @contextmanager
