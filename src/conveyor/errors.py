@@ -22,10 +22,19 @@ to signal failure.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class ConveyorError(Exception):
     """Base of every error Conveyor raises on purpose."""
+
+
+def validation_reasons(errors: list[dict[str, Any]]) -> list[str]:
+    """pydantic's errors (`ValidationError.errors()`) as `field.path: reason` lines for people."""
+    return [
+        f"{'.'.join(str(part) for part in e['loc']) or 'body'}: {str(e['msg']).removeprefix('Value error, ')}"
+        for e in errors
+    ]
 
 
 class ConfigError(ConveyorError):

@@ -12,6 +12,7 @@ from fastapi.responses import PlainTextResponse, Response
 from conveyor import __version__
 from conveyor.api.deps import BASIC_CHALLENGE, is_admin
 from conveyor.api.limits import BodyLimit
+from conveyor.errors import validation_reasons
 from conveyor.platform.platform import Platform
 
 
@@ -57,5 +58,5 @@ async def _plain_text_validation_error(request: Request, error: Exception) -> Re
     assert isinstance(error, RequestValidationError)
     if _needs_admin(request.url.path) and not is_admin(request, request.app.state.platform):
         return PlainTextResponse("", status_code=401, headers=BASIC_CHALLENGE)
-    lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
+    lines = validation_reasons(list(error.errors()))
     return PlainTextResponse("\n".join(lines), status_code=400)

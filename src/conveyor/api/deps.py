@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request
+from pydantic import BaseModel, ValidationError
 
+from conveyor.errors import validation_reasons
 from conveyor.platform.platform import Platform
 
 BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="Authorization Required"'}
@@ -57,3 +59,16 @@ def require_admin(request: Request, platform: PlatformDep) -> None:
 
 
 AdminDep = Depends(require_admin)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_body(model: type[M], body: Any, what: str) -> M:
+    """A JSON body as `model`, or 400 with every reason in plain text, as OSCAR answers."""
+    if not isinstance(body, dict):
+        raise HTTPException(400, f"The {what} is not valid: expected a JSON object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as error:
+        reasons = "; ".join(validation_reasons(error.errors()))
+        raise HTTPException(400, f"The {what} is not valid: {reasons}") from None

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from conveyor import __version__
 from conveyor.cli import render
 from conveyor.cli.client import CliError, ConveyorClient, ProblemsError, resolve_connection
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, validation_reasons
 from conveyor.layout import DataLayout
 from conveyor.settings import Settings
 
@@ -46,8 +46,7 @@ class CliContext:
         try:
             return Settings(**overrides)
         except ValidationError as error:
-            lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
-            raise CliError("; ".join(lines), exit_code=2) from None
+            raise CliError("; ".join(validation_reasons(error.errors())), exit_code=2) from None
 
     def client(self, timeout_s: float = 60.0) -> ConveyorClient:
         settings = self.settings()

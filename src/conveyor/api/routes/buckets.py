@@ -10,9 +10,9 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from conveyor.api.deps import AdminDep, PlatformDep
+from conveyor.api.deps import AdminDep, PlatformDep, parse_body
 from conveyor.errors import ObjectNotFound, StorageError
 from conveyor.model.event import ObjectRef, iso_z, utcnow
 from conveyor.model.service import StorageIO
@@ -57,17 +57,6 @@ class PresignRequest(BaseModel):
         return max(1, min(asked, PRESIGN_MAX_S))
 
 
-def _parse(model: type[BaseModel], body: Any) -> Any:
-    try:
-        return model.model_validate(body)
-    except ValidationError as error:
-        reasons = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in error.errors()
-        )
-        raise HTTPException(400, f"The bucket request is not valid: {reasons}") from None
-
-
 def _store(platform: Platform) -> S3Provider:
     store = platform.storage.default
     assert isinstance(store, S3Provider)
@@ -107,7 +96,7 @@ def _existing(platform: Platform, bucket: str) -> None:
 
 @router.post("/system/buckets", status_code=201)
 def create_bucket(body: dict[str, Any], platform: PlatformDep) -> Response:
-    request = _parse(BucketRequest, body)
+    request = parse_body(BucketRequest, body, "bucket request")
     _require_private(request)
     if not _store(platform).ensure_bucket(request.bucket_name):
         raise HTTPException(400, f"the bucket {request.bucket_name!r} already exists")
@@ -123,7 +112,7 @@ def list_buckets(platform: PlatformDep) -> list[dict[str, Any]] | None:
 
 @router.put("/system/buckets", status_code=204)
 def update_bucket(body: dict[str, Any], platform: PlatformDep) -> Response:
-    request = _parse(BucketRequest, body)
+    request = parse_body(BucketRequest, body, "bucket request")
     _existing(platform, request.bucket_name)
     _require_private(request)
     return Response(status_code=204)
@@ -167,7 +156,7 @@ def delete_bucket(bucket: str, platform: PlatformDep) -> Response:
 
 @router.post("/system/buckets/{bucket}/presign")
 def presign(bucket: str, body: dict[str, Any], platform: PlatformDep) -> dict[str, Any]:
-    request = _parse(PresignRequest, body)
+    request = parse_body(PresignRequest, body, "presign request")
     _existing(platform, bucket)
     method = "PUT" if request.operation == "upload" else "GET"
     url = _store(platform).presign(

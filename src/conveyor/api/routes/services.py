@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from conveyor.api.deps import AdminDep, PlatformDep
+from conveyor.api.deps import AdminDep, PlatformDep, parse_body
 from conveyor.errors import FDLError
 from conveyor.model.job import JobState
 from conveyor.model.service import Service
@@ -19,16 +19,7 @@ router = APIRouter(dependencies=[AdminDep])
 
 
 def parse_service(body: Any) -> Service:
-    if not isinstance(body, dict):
-        raise HTTPException(400, "The service specification is not valid: expected a JSON object")
-    try:
-        return Service.model_validate(body)
-    except ValidationError as error:
-        details = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in error.errors()
-        )
-        raise HTTPException(400, f"The service specification is not valid: {details}") from None
+    return parse_body(Service, body, "service specification")
 
 
 def public_json(service: Service, platform: Platform) -> dict[str, Any]:
