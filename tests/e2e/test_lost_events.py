@@ -169,3 +169,38 @@ def test_conveyor_reconcile_runs_a_round_and_oscar_has_none(make_platform: Platf
     oscar = conveyor(data_dir, "reconcile", CONVEYOR_CLIENT__API="oscar")
     assert oscar.returncode == 2
     assert "OSCAR has no reconciler" in oscar.stderr
+
+
+def test_between_listings_lost_notifications_come_back_from_the_change_log_with_their_lineage(
+    make_platform: PlatformFactory,
+) -> None:
+    platform = make_platform(dispatch=QUIET)
+    platform.apply(
+        [
+            service("first", COPY, ["replay/in"], ["replay/mid"]),
+            service("second", COPY, ["replay/mid"], ["replay/out"]),
+        ]
+    )
+    assert platform.reconciler.reconcile_once(full=True).mode == "listing"
+    dropped: list[ObjectEvent] = []
+    accept = platform.intake.accept
+
+    def lose_outputs(event: ObjectEvent, only_service: str | None = None) -> list[str]:
+        if event.ref.key.startswith("mid/"):
+            dropped.append(event)
+            return []
+        return accept(event, only_service)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(platform.intake, "accept", lose_outputs)
+        put_text(platform, "replay/in/x.txt", "x")
+        first = wait_for_jobs(platform, "first", 1)[0]
+        wait_until(lambda: len(dropped) == 1, "the output's notification was dropped")
+    time.sleep(platform.reconciler.settle_s + 0.5)
+
+    report = platform.reconciler.reconcile_once(full=False)
+
+    assert (report.mode, report.accepted) == ("replay", 1)
+    second = wait_for_jobs(platform, "second", 1)[0]
+    assert second.state == JobState.SUCCEEDED
+    assert (second.parent_job, second.depth) == (first.job_id, 1), "the log keeps the producer a listing cannot see"

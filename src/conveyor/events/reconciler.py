@@ -24,8 +24,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
+from typing import Literal
 
 from pydantic import BaseModel, Field, computed_field
 
@@ -42,9 +43,16 @@ log = logging.getLogger(__name__)
 CREATED_AT_SLACK = timedelta(seconds=2)
 """Stores keep object times to the second, and their clock may run a little apart from ours."""
 SETTLE_S = 3.0
-MAX_DUTY = 20
-"""Rounds are at least this many times their own duration apart (listing costs at most 5 %)."""
 """Seconds a new object is left to its own notification before a round takes it."""
+MAX_DUTY = 20
+"""Listing rounds are at least this many times their own duration apart (listing costs at most 5 %)."""
+FULL_LISTING_EVERY_S = 6 * 3600.0
+"""With a change log to replay, the inputs are still listed in full this often, and at start-up."""
+REPLAY_OVERLAP = timedelta(seconds=2)
+"""Replay windows overlap a little: an object seen twice is recognised, one missed would be lost."""
+
+ChangeLog = Callable[[datetime, datetime], Iterable[ObjectEvent]]
+"""Object events stored between two moments, from a store that keeps a change log (SeaweedFS)."""
 STOP_TIMEOUT_S = 10.0
 
 
@@ -69,6 +77,8 @@ class ServiceReconcile(BaseModel):
 
 class ReconcileReport(BaseModel):
     started_at: datetime
+    mode: Literal["listing", "replay"] = "listing"
+    """listing: every object under the inputs; replay: the store's change log since the last round."""
     services: list[ServiceReconcile] = Field(default_factory=list)
     seconds: float = 0.0
 
@@ -107,6 +117,8 @@ class Reconciler:
         interval_s: float,
         *,
         settle_s: float = SETTLE_S,
+        change_log: ChangeLog | None = None,
+        full_listing_every_s: float = FULL_LISTING_EVERY_S,
     ) -> None:
         self.ledger = ledger
         self.storage = storage
@@ -114,6 +126,11 @@ class Reconciler:
         self.interval_s = interval_s
         """Seconds between rounds; 0 runs none on its own (`reconcile_once` still works)."""
         self.settle_s = settle_s
+        self.change_log = change_log
+        self.full_listing_every_s = full_listing_every_s
+        self._replay_from: datetime | None = None
+        """Where the next replay starts; None until a full listing has covered everything before."""
+        self._last_listing = 0.0
         self.started_at = utcnow()
         self._stopping = threading.Event()
         self._round_lock = threading.Lock()
@@ -140,16 +157,21 @@ class Reconciler:
 
     def _loop(self) -> None:
         wait_s = 0.0
+        next_listing = 0.0
         while not self._stopping.wait(wait_s):
             wait_s = self.interval_s
+            full = time.monotonic() >= next_listing
             try:
-                report = self.reconcile_once()
+                report = self.reconcile_once(full=full)
             except Exception:  # a busy ledger or a bug in one round must not end reconciliation
                 log.exception("reconciliation round failed; the next one retries")
                 continue
-            # A safety net must stay cheap: with inputs so large that a round takes long, rounds
-            # space out so that listing never takes more than 1/MAX_DUTY of the time.
-            wait_s = max(self.interval_s, report.seconds * MAX_DUTY)
+            if report.mode == "listing":
+                # A safety net must stay cheap: when a listing takes long, listings space out so
+                # that they never take more than 1/MAX_DUTY of the time.
+                pause = max(self.interval_s, report.seconds * MAX_DUTY)
+                next_listing = time.monotonic() + (self.full_listing_every_s if self.change_log else pause)
+                wait_s = self.interval_s if self.change_log else pause
             if report.accepted or report.errors:
                 log.info(
                     "reconciled %d objects in %.1f s: %d lost events accepted, %d errors",
@@ -161,17 +183,64 @@ class Reconciler:
 
     # ---- a round --------------------------------------------------------------------------
 
-    def reconcile_once(self) -> ReconcileReport:
-        """List every service's inputs and accept each object version the ledger has not seen."""
+    def reconcile_once(self, *, full: bool = True) -> ReconcileReport:
+        """Accept each object version under the services' inputs that the ledger has not seen.
+
+        `full` lists every input; otherwise, when the store keeps a change log, only what changed
+        since the last round is replayed (falling back to a listing when there is no starting point
+        or the replay fails).
+        """
         with self._round_lock:
             clock = time.perf_counter()
             report = ReconcileReport(started_at=utcnow())
-            for service in self.ledger.list_services():
-                if self._stopping.is_set():
-                    break
-                report.services.append(self._reconcile_service(service, report.started_at))
+            if full or self.change_log is None or self._replay_from is None or not self._replay(report):
+                report = ReconcileReport(started_at=report.started_at)
+                for service in self.ledger.list_services():
+                    if self._stopping.is_set():
+                        break
+                    report.services.append(self._reconcile_service(service, report.started_at))
+                # Everything stored before the listing began is covered, except what was left to settle.
+                self._replay_from = report.started_at - timedelta(seconds=self.settle_s) - REPLAY_OVERLAP
             report.seconds = time.perf_counter() - clock
             return report
+
+    def _replay(self, report: ReconcileReport) -> bool:
+        """One round from the change log; False when the log cannot be read (a listing follows)."""
+        assert self.change_log is not None and self._replay_from is not None
+        report.mode = "replay"
+        until = report.started_at - timedelta(seconds=self.settle_s)
+        results: dict[str, ServiceReconcile] = {}
+        created: dict[str, datetime | None] = {}
+        try:
+            for event in self.change_log(self._replay_from, until):
+                if self._stopping.is_set():
+                    return True
+                for name in self.intake.index.services_for(event.ref):
+                    if name not in created:
+                        created[name] = self.ledger.service_created_at(name)
+                    result = results.setdefault(name, ServiceReconcile(service=name))
+                    self._reconcile_replayed(name, event, created[name], result)
+        except StorageError as error:
+            log.warning("replaying the store's change log failed (%s); listing instead", error)
+            return False
+        report.services = list(results.values())
+        self._replay_from = until - REPLAY_OVERLAP
+        return True
+
+    def _reconcile_replayed(
+        self, name: str, event: ObjectEvent, created_at: datetime | None, result: ServiceReconcile
+    ) -> None:
+        result.listed += 1
+        if created_at is None:
+            return  # the service was deleted during the round
+        if event.event_time < created_at - CREATED_AT_SLACK:
+            result.older_than_service += 1
+        elif self.ledger.has_event(name, event):
+            result.known += 1
+        elif self.intake.accept(event.model_copy(update={"source": "reconciler"}), only_service=name):
+            result.accepted += 1
+        else:
+            result.known += 1
 
     def _reconcile_service(self, service: Service, now: datetime) -> ServiceReconcile:
         clock = time.perf_counter()

@@ -290,6 +290,11 @@ class Ledger:
             )
             return {(key, etag) for key, etag in rows}
 
+    def has_event(self, service: str, event: ObjectEvent) -> bool:
+        """Whether the service already has an event for this object version."""
+        with self._reading() as session:
+            return session.scalar(_event_identity(service, event).limit(1)) is not None
+
     def service_created_at(self, name: str) -> datetime | None:
         with self._reading() as session:
             return session.scalar(select(ServiceRow.created_at).where(ServiceRow.name == name))

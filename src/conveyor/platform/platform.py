@@ -12,7 +12,9 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
+from datetime import datetime
 from typing import Any, Self
 
 from conveyor.backends.local.backend import LocalBackend, choose_runner
@@ -22,6 +24,7 @@ from conveyor.errors import FDLError, PlatformError, Problem, StorageError
 from conveyor.events.intake import EventIntake
 from conveyor.events.reconciler import Reconciler
 from conveyor.events.routing import InputIndex
+from conveyor.events.seaweedfs_log import replay_changes
 from conveyor.layout import DataLayout
 from conveyor.ledger.store import Ledger, new_job_id
 from conveyor.model.event import ObjectEvent, utcnow
@@ -33,7 +36,7 @@ from conveyor.platform.deploy import ApplyReport, deploy_problems, prepare_stora
 from conveyor.platform.loops import cycle_problems
 from conveyor.settings import Settings
 from conveyor.storage.base import StorageProvider
-from conveyor.storage.embedded import EmbeddedSeaweed, WebhookTarget
+from conveyor.storage.embedded import EmbeddedSeaweed, WebhookTarget, find_weed
 from conveyor.storage.registry import ProviderRegistry
 from conveyor.storage.s3 import S3Credentials, S3Provider
 
@@ -105,7 +108,11 @@ class Platform:
             self.adopted, self.requeued = self.dispatcher.recover()
             self.dispatcher.start()
             self.reconciler = Reconciler(
-                self.ledger, self.storage, self.intake, self.settings.dispatch.reconcile_interval_s
+                self.ledger,
+                self.storage,
+                self.intake,
+                self.settings.dispatch.reconcile_interval_s,
+                change_log=self._store_changes,
             )
             self.reconciler.start()
             self.started_at = utcnow()
@@ -178,6 +185,10 @@ class Platform:
             region=self.settings.storage.region,
             verify=False,
         )
+
+    def _store_changes(self, since: datetime, until: datetime) -> Iterator[ObjectEvent]:
+        """The embedded store's change log, for the reconciler's rounds between full listings."""
+        return replay_changes(find_weed(), self.store.filer_address, "/buckets/", since, until)
 
     def minio_provider(self) -> dict[str, Any]:
         """The store as OSCAR's `/system/config` describes it: all five keys, clients need them."""

@@ -109,6 +109,11 @@ class EmbeddedSeaweed:
         return f"http://{self.host}:{self.ports['filer.port']}"
 
     @property
+    def filer_address(self) -> str:
+        """host:port of the filer, as weed's own tools take it."""
+        return f"{self.host}:{self.ports['filer.port']}"
+
+    @property
     def log_path(self) -> Path:
         return self.root / "logs" / "weed.out"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -22,11 +22,17 @@ ROUND_TIMEOUT_S = 600.0
 """Listing a store with hundreds of thousands of objects takes a while."""
 
 
-def reconcile(ctx: typer.Context, as_json: JsonOption = False) -> None:
+def reconcile(
+    ctx: typer.Context,
+    changes: Annotated[
+        bool, typer.Option("--changes", help="Only replay the store's change log since the last round (fast).")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
     with context(ctx).client(timeout_s=ROUND_TIMEOUT_S) as client:
         if not client.speaks_conveyor:
             raise CliError("this platform is not Conveyor: OSCAR has no reconciler", exit_code=2)
-        report = client.expect_ok("POST", "/conveyor/v1/reconcile").json()
+        report = client.expect_ok("POST", "/conveyor/v1/reconcile", params={"full": not changes}).json()
     if as_json:
         render.print_json(report)
         return
