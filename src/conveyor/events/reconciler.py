@@ -34,7 +34,7 @@ from conveyor.errors import StorageError
 from conveyor.events.intake import EventIntake
 from conveyor.ledger.store import Ledger
 from conveyor.model.event import ObjectEvent, ObjectInfo, ObjectRef, utcnow
-from conveyor.model.service import DEFAULT_PROVIDER, Service, StorageIO
+from conveyor.model.service import Service, StorageIO
 from conveyor.storage.base import StorageProvider
 from conveyor.storage.registry import ProviderRegistry
 
@@ -69,8 +69,6 @@ class ServiceReconcile(BaseModel):
     older_than_service: int = 0
     settling: int = 0
     """Objects too young to tell apart from a notification still on its way; the next round sees them."""
-    not_reconciled: list[str] = Field(default_factory=list)
-    """Inputs on other providers than the platform's own store, which are not listed yet."""
     errors: list[str] = Field(default_factory=list)
     seconds: float = 0.0
 
@@ -118,6 +116,7 @@ class Reconciler:
         *,
         settle_s: float = SETTLE_S,
         change_log: ChangeLog | None = None,
+        is_polled: Callable[[Service, StorageIO], bool] = lambda service, io: False,
         full_listing_every_s: float = FULL_LISTING_EVERY_S,
     ) -> None:
         self.ledger = ledger
@@ -127,6 +126,8 @@ class Reconciler:
         """Seconds between rounds; 0 runs none on its own (`reconcile_once` still works)."""
         self.settle_s = settle_s
         self.change_log = change_log
+        self.is_polled = is_polled
+        """Whether an input's store has no notifications, so that every round must list it."""
         self.full_listing_every_s = full_listing_every_s
         self._replay_from: datetime | None = None
         """Where the next replay starts; None until a full listing has covered everything before."""
@@ -223,6 +224,11 @@ class Reconciler:
         except StorageError as error:
             log.warning("replaying the store's change log failed (%s); listing instead", error)
             return False
+        # Stores without notifications or a change log are listed every round: there is no other way.
+        for service in self.ledger.list_services():
+            if any(self.is_polled(service, io) for io in service.input):
+                polled = self._reconcile_service(service, report.started_at, only_polled=True)
+                results[service.name] = _merge(results.get(service.name), polled)
         report.services = list(results.values())
         self._replay_from = until - REPLAY_OVERLAP
         return True
@@ -242,20 +248,17 @@ class Reconciler:
         else:
             result.known += 1
 
-    def _reconcile_service(self, service: Service, now: datetime) -> ServiceReconcile:
+    def _reconcile_service(self, service: Service, now: datetime, *, only_polled: bool = False) -> ServiceReconcile:
+        """List the service's inputs (with `only_polled`, those whose store cannot notify)."""
         clock = time.perf_counter()
         result = ServiceReconcile(service=service.name)
         created_at = self.ledger.service_created_at(service.name)
         if created_at is not None:  # None: deleted since the round began
             for io in _distinct_inputs(service.input):
-                if io.storage_provider != DEFAULT_PROVIDER:
-                    # Other providers are the services' own stores (AWS S3, another MinIO): listing
-                    # them costs requests (money, on AWS) and their credentials may only allow
-                    # writes; their events come through their own notifications for now.
-                    result.not_reconciled.append(f"{io.storage_provider}:{io.path}")
+                if only_polled and not self.is_polled(service, io):
                     continue
                 try:
-                    self._reconcile_input(service.name, io, created_at, now, result)
+                    self._reconcile_input(service, io, created_at, now, result)
                 except StorageError as error:  # the next round lists it again
                     log.warning("reconciling %s input %s failed: %s", service.name, io.path, error)
                     result.errors.append(f"{io.path}: {error}")
@@ -263,9 +266,12 @@ class Reconciler:
         return result
 
     def _reconcile_input(
-        self, name: str, io: StorageIO, created_at: datetime, now: datetime, result: ServiceReconcile
+        self, service: Service, io: StorageIO, created_at: datetime, now: datetime, result: ServiceReconcile
     ) -> None:
-        provider = self.storage.provider(io.storage_provider)
+        name = service.name
+        provider = self.storage.provider(io.storage_provider, service)
+        # No notification will come for a polled input: waiting for it to settle would only delay it.
+        settles = not self.is_polled(service, io)
         prefix = f"{io.folder}/" if io.folder else ""
         # One query per input, never one per object: 100,000 lookups would cost more than the listing.
         known = self.ledger.known_versions(name, io.storage_provider, io.bucket, prefix)
@@ -277,7 +283,7 @@ class Reconciler:
                 result.known += 1
             elif self._is_older_than_service(info, created_at):
                 result.older_than_service += 1
-            elif self._is_settling(info, now):
+            elif settles and self._is_settling(info, now):
                 result.settling += 1
             elif self.intake.accept(_event_for(info, io.storage_provider), only_service=name):
                 result.accepted += 1
@@ -296,6 +302,22 @@ class Reconciler:
         # Stores truncate times to the second, so "stored before we started" needs a second to spare.
         stored_before_start = info.last_modified < self.started_at - timedelta(seconds=1)
         return not stored_before_start and info.last_modified > now - timedelta(seconds=self.settle_s)
+
+
+def _merge(first: ServiceReconcile | None, second: ServiceReconcile) -> ServiceReconcile:
+    """One service's results from the replay and from listing its polled inputs, added up."""
+    if first is None:
+        return second
+    return ServiceReconcile(
+        service=first.service,
+        listed=first.listed + second.listed,
+        accepted=first.accepted + second.accepted,
+        known=first.known + second.known,
+        older_than_service=first.older_than_service + second.older_than_service,
+        settling=first.settling + second.settling,
+        errors=first.errors + second.errors,
+        seconds=first.seconds + second.seconds,
+    )
 
 
 def _objects(provider: StorageProvider, bucket: str, prefix: str) -> Iterator[ObjectInfo]:

@@ -19,8 +19,11 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
+import httpx
+
 from conveyor.model.event import ObjectEvent, ObjectRef, utcnow
 from conveyor.model.service import DEFAULT_PROVIDER
+from conveyor.supervisor.contract import PRODUCER_DEPTH_METADATA, PRODUCER_JOB_METADATA
 
 
 def parse_s3_records(body: bytes | str | dict[str, Any], provider: str = DEFAULT_PROVIDER) -> list[ObjectEvent]:
@@ -39,6 +42,21 @@ def parse_s3_records(body: bytes | str | dict[str, Any], provider: str = DEFAULT
     return events
 
 
+def sns_envelope(body: bytes | str) -> dict[str, Any] | None:
+    """The SNS message around S3 records (`{"Type": "Notification", "Message": "{...}"}`), if it is one."""
+    data = _json_or_none(body)
+    if isinstance(data, dict) and data.get("Type") in ("Notification", "SubscriptionConfirmation"):
+        return data
+    return None
+
+
+def confirm_subscription(envelope: dict[str, Any]) -> None:
+    """AWS SNS (over HTTP/S) sends a SubscriptionConfirmation first; visiting its URL confirms it."""
+    url = envelope.get("SubscribeURL")
+    if url:
+        httpx.get(str(url), timeout=10)
+
+
 def _record_event(record: Any, provider: str) -> ObjectEvent | None:
     if not isinstance(record, dict) or "ObjectRemoved" in str(record.get("eventName", "")):
         return None
@@ -50,12 +68,16 @@ def _record_event(record: Any, provider: str) -> ObjectEvent | None:
     key = unquote_plus(str(obj.get("key") or ""))
     if not bucket or not key or key.endswith("/"):
         return None
+    metadata = {str(k).lower(): str(v) for k, v in (obj.get("userMetadata") or {}).items()}
+    depth = metadata.get(f"x-amz-meta-{PRODUCER_DEPTH_METADATA}", "")
     return ObjectEvent(
         ref=ObjectRef(provider=provider, bucket=bucket, key=key),
         etag=str(obj.get("eTag") or obj.get("etag") or "").strip('"'),
         size=obj.get("size"),
         event_time=_event_time(record.get("eventTime")),
         source=str(record.get("eventSource") or "s3"),
+        producer_job=metadata.get(f"x-amz-meta-{PRODUCER_JOB_METADATA}") or None,
+        producer_depth=int(depth) if depth.isdigit() else None,
     )
 
 

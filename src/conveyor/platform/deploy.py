@@ -6,7 +6,8 @@ import contextlib
 from dataclasses import dataclass, field
 
 from conveyor.errors import Problem, StorageError
-from conveyor.model.service import DEFAULT_PROVIDER, Service, service_problems
+from conveyor.events.sources import source_problems
+from conveyor.model.service import Service, service_problems
 from conveyor.storage.base import StorageProvider
 from conveyor.storage.registry import S3_KINDS, ProviderRegistry
 
@@ -20,16 +21,14 @@ class ApplyReport:
 
 def deploy_problems(service: Service) -> list[Problem]:
     """Everything that stops `service` from running here, fields relative to the service."""
-    problems = service_problems(service)
+    problems = service_problems(service) + source_problems(service)
     for index, io in enumerate(service.input):
-        if io.storage_provider != DEFAULT_PROVIDER:
+        if io.kind not in S3_KINDS:
             problems.append(
                 Problem(
                     field=f"input[{index}].storage_provider",
-                    message=(
-                        f"inputs on {io.storage_provider!r} are not supported yet: this version is triggered "
-                        f"by its own store only ({DEFAULT_PROVIDER})"
-                    ),
+                    message=f"inputs on {io.kind} are not supported: inputs must be on S3-compatible stores "
+                    "(minio, s3)",
                 )
             )
     for index, io in enumerate(service.output):

@@ -21,10 +21,12 @@ from conveyor.backends.local.backend import LocalBackend, choose_runner
 from conveyor.dispatch.dispatcher import Dispatcher
 from conveyor.dispatch.retry import RetryPolicy
 from conveyor.errors import FDLError, PlatformError, Problem, StorageError
+from conveyor.events.base import SourceContext
 from conveyor.events.intake import EventIntake
 from conveyor.events.reconciler import Reconciler
 from conveyor.events.routing import InputIndex
 from conveyor.events.seaweedfs_log import replay_changes
+from conveyor.events.sources import EventSources
 from conveyor.layout import DataLayout
 from conveyor.ledger.store import Ledger, new_job_id
 from conveyor.model.event import ObjectEvent, utcnow
@@ -43,9 +45,11 @@ from conveyor.storage.s3 import S3Credentials, S3Provider
 log = logging.getLogger(__name__)
 
 SEAWEEDFS_WEBHOOK_PATH = "/conveyor/v1/events/seaweedfs"
+S3_EVENTS_PATH = "/conveyor/v1/events/s3"
 
 # Producers of work stop first, so nothing is handed to a component that is already gone.
 _SHUTDOWN_ORDER = (
+    ("sources", "stop"),
     ("reconciler", "stop"),
     ("dispatcher", "stop"),
     ("backend", "close"),
@@ -105,6 +109,7 @@ class Platform:
             retry = RetryPolicy(self.settings.dispatch.retry_base_s, self.settings.dispatch.retry_max_s)
             self.dispatcher = Dispatcher(self.ledger, self.backend, self.layout, retry)
             self.intake = EventIntake(self.ledger, self.index, self.dispatcher.wake)
+            self.sources = EventSources(SourceContext(self.intake, self.storage, self._receiver_url))
             self.adopted, self.requeued = self.dispatcher.recover()
             self.dispatcher.start()
             self.reconciler = Reconciler(
@@ -113,8 +118,10 @@ class Platform:
                 self.intake,
                 self.settings.dispatch.reconcile_interval_s,
                 change_log=self._store_changes,
+                is_polled=self.sources.is_polled,
             )
             self.reconciler.start()
+            self.sources.start()
             self.started_at = utcnow()
             self._write_platform_file()
             self.ready.set()
@@ -186,6 +193,11 @@ class Platform:
             verify=False,
         )
 
+    def _receiver_url(self, provider: str) -> str:
+        """Where a store posts notifications for one of its providers (the token is in the URL,
+        since not every store can send a header)."""
+        return f"{self.api_url}{S3_EVENTS_PATH}/{provider}?token={self.credentials.webhook_token}"
+
     def _store_changes(self, since: datetime, until: datetime) -> Iterator[ObjectEvent]:
         """The embedded store's change log, for the reconciler's rounds between full listings."""
         return replay_changes(find_weed(), self.store.filer_address, "/buckets/", since, until)
@@ -214,24 +226,47 @@ class Platform:
         if problems:
             raise FDLError(problems)
         report = ApplyReport()
-        created: list[tuple[StorageProvider, str]] = []
+        buckets: list[tuple[StorageProvider, str]] = []
         for service in services:
             try:
-                prepare_storage(service, self.storage, created)
+                prepare_storage(service, self.storage, buckets)
             except StorageError as error:
-                remove_buckets(created)
+                remove_buckets(buckets)
                 raise FDLError([Problem(field=service.name, message=f"cannot prepare its buckets: {error}")]) from error
+        self._wire_inputs(services, buckets)
+        previous = {name: self.ledger.fetch_service(name, with_secrets=True) for name in applying}
         for service in services:
-            _, created = self.ledger.put_service(service)
-            (report.created if created else report.updated).append(service.name)
+            _, is_new = self.ledger.put_service(service)
+            (report.created if is_new else report.updated).append(service.name)
             report.warnings += self.backend.warnings_for(service)
+            if (old := previous.get(service.name)) is not None:
+                report.warnings += self.sources.unwire_dropped_inputs(old, service)
         self._services_changed()
         return report
 
+    def _wire_inputs(self, services: list[Service], buckets: list[tuple[StorageProvider, str]]) -> None:
+        """Notifications for every input; on a refusal nothing stays set up and nothing is deployed."""
+        wired: list[Service] = []
+        for service in services:
+            try:
+                self.sources.wire(service)
+            except StorageError as error:
+                for done in wired:
+                    self.sources.unwire(done)
+                remove_buckets(buckets)
+                problem = Problem(field=service.name, message=f"cannot set up the notifications of its inputs: {error}")
+                raise FDLError([problem]) from error
+            wired.append(service)
+
     def delete_service(self, name: str) -> bool:
+        """Remove the service and the notifications of its inputs; its buckets and data stay."""
+        service = self.ledger.fetch_service(name, with_secrets=True)
         deleted = self.ledger.delete_service(name)
         if deleted:
             self._services_changed()
+        if deleted and service is not None:
+            for warning in self.sources.unwire(service):
+                log.warning("%s", warning)
         return deleted
 
     def _services_changed(self) -> None:

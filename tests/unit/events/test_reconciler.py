@@ -197,19 +197,33 @@ def test_each_service_and_each_input_is_reconciled_once(
         assert set(session.scalars(select(EventRow.duplicates))) == {0}
 
 
-def test_inputs_on_other_providers_are_reported_not_listed(
-    ledger: Ledger, store: MemoryStore, reconciler: Reconciler
-) -> None:
+class TwoStores(ProviderRegistry):
+    """The platform's store, and `s3.mine` in memory too."""
+
+    def __init__(self, default: MemoryStore, mine: MemoryStore) -> None:
+        super().__init__(default)
+        self.mine = mine
+
+    def provider(self, name: str, service: Service | None = None) -> StorageProvider:
+        return self.mine if name == "s3.mine" else super().provider(name, service)
+
+
+def test_inputs_on_other_providers_are_listed_through_their_own_store(ledger: Ledger, store: MemoryStore) -> None:
     remote = {"storage_provider": "s3.mine", "path": "remote-bucket/in"}
     providers = {"s3": {"mine": {"access_key": "a", "secret_key": "b"}}}
     ledger.put_service(service("mixed", "data/in", remote, storage_providers=providers))
+    mine = MemoryStore()
     store.add("data/in/a", "1")
+    mine.add("remote-bucket/in/b", "2")
+    intake = EventIntake(ledger, InputIndex(), on_new_jobs=lambda: None)
+    reconciler = Reconciler(ledger, TwoStores(store, mine), intake, interval_s=3600, settle_s=0)
 
     entry = reconciler.reconcile_once().services[0]
 
-    assert (entry.listed, entry.accepted) == (1, 1)
-    assert entry.not_reconciled == ["s3.mine:remote-bucket/in"]
-    assert store.listings == 1
+    assert (entry.listed, entry.accepted) == (2, 2)
+    assert (store.listings, mine.listings) == (1, 1)
+    keys = {(j.trigger.ref.provider, j.trigger.ref.key) for _, j in ledger.list_jobs("mixed")}
+    assert keys == {("minio.default", "in/a"), ("s3.mine", "in/b")}
 
 
 def test_a_store_that_cannot_be_listed_is_reported_and_the_others_still_run(

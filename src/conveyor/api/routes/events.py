@@ -9,19 +9,51 @@ from fastapi import APIRouter, Body, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
 from conveyor.api.deps import PlatformDep, bearer_token
+from conveyor.events.s3_records import confirm_subscription, parse_s3_records, sns_envelope
 from conveyor.events.seaweedfs import parse_filer_event
+from conveyor.model.service import normalize_provider
+from conveyor.platform.platform import Platform
 
 router = APIRouter(tags=["events"])
+
+
+def _require_store_token(request: Request, platform: Platform) -> None:
+    """Stores authenticate with the platform's webhook token, as a Bearer header or `?token=`."""
+    token = bearer_token(request) or request.query_params.get("token")
+    if token is None or not secrets.compare_digest(token, platform.credentials.webhook_token):
+        raise HTTPException(401, "")
 
 
 @router.post("/conveyor/v1/events/seaweedfs")
 async def seaweedfs_event(request: Request, platform: PlatformDep, payload: Annotated[Any, Body()]) -> dict[str, Any]:
     """Answers only after the ledger has the event: a failure makes SeaweedFS send it again."""
-    token = bearer_token(request)
-    if token is None or not secrets.compare_digest(token, platform.credentials.webhook_token):
-        raise HTTPException(401, "")
+    _require_store_token(request, platform)
     event = parse_filer_event(payload) if isinstance(payload, dict) else None
     if event is None:
         return {"jobs": []}
     jobs = await run_in_threadpool(platform.accept_event, event)
+    return {"jobs": jobs}
+
+
+@router.post("/conveyor/v1/events/s3/{provider}")
+async def s3_event(provider: str, request: Request, platform: PlatformDep) -> dict[str, Any]:
+    """S3-style notifications from the store of `provider` (`s3.ceph`, `minio.lab`).
+
+    Takes the records as Ceph RGW and MinIO post them, or wrapped in an SNS envelope (AWS SNS, or
+    RGW topics with an SNS push); confirms SNS subscriptions. Answers once the ledger has every
+    event: a failure makes the store send again.
+    """
+    _require_store_token(request, platform)
+    try:
+        provider = normalize_provider(provider)
+    except ValueError as error:
+        raise HTTPException(400, str(error)) from None
+    body = await request.body()
+    envelope = sns_envelope(body)
+    if envelope is not None and envelope.get("Type") == "SubscriptionConfirmation":
+        await run_in_threadpool(confirm_subscription, envelope)
+        return {"jobs": []}
+    records = envelope.get("Message", "") if envelope is not None else body
+    events = parse_s3_records(records, provider=provider)
+    jobs = await run_in_threadpool(lambda: [job for event in events for job in platform.accept_event(event)])
     return {"jobs": jobs}

@@ -124,7 +124,9 @@ def services_overview(platform: PlatformDep) -> list[dict[str, Any]]:
         {
             "service": public_json(service, platform),
             "jobs": {state.value: n for state, n in counts.get(service.name, {}).items()},
-            "event_source": "seaweedfs webhook (embedded store)",
+            "event_sources": {
+                f"{io.storage_provider}:{io.path}": platform.sources.describe(service, io) for io in service.input
+            },
         }
         for service in platform.ledger.list_services()
     ]

@@ -48,7 +48,7 @@ def _print_report(report: dict[str, Any]) -> None:
             entry["older_than_service"],
             entry["settling"],
             render.seconds(entry["seconds"]),
-            "; ".join(entry["errors"] + [f"{path}: not listed" for path in entry["not_reconciled"]]),
+            "; ".join(entry["errors"]),
         )
         for entry in report["services"]
     ]
