@@ -108,11 +108,12 @@ def services(ctx: typer.Context, as_json: JsonOption = False) -> None:
     rows = []
     for entry in listing:
         service, jobs = entry["service"], entry["jobs"]
+        sources = entry.get("event_sources", {})  # OSCAR clusters do not say
         rows.append(
             (
                 service["name"],
                 service["image"],
-                ", ".join(io["path"] for io in service["input"]),
+                "\n".join(_input_text(io, sources) for io in service["input"]),
                 ", ".join(_output_text(io) for io in service["output"]),
                 jobs.get("queued", 0),
                 jobs.get("running", 0),
@@ -121,6 +122,14 @@ def services(ctx: typer.Context, as_json: JsonOption = False) -> None:
             )
         )
     render.table(None, ["service", "image", "inputs", "outputs", "queued", "running", "ok", "failed"], rows)
+
+
+def _input_text(io: dict[str, Any], sources: dict[str, str]) -> str:
+    """The input path, and how its events arrive when the platform says."""
+    where = f"{io['storage_provider']}:{io['path']}"
+    shown = io["path"] if io["storage_provider"] == "minio.default" else where
+    source = sources.get(where)
+    return f"{shown} ({source})" if source and io["storage_provider"] != "minio.default" else shown
 
 
 def _output_text(io: dict[str, Any]) -> str:
