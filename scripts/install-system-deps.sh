@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian 12 packages the test suite needs: the container engines that
-# tests/support/engines.py starts by hand (dockerd, podman's Docker API service) and a static busybox
-# to build test images FROM scratch (no image can be pulled).
+# tests/support/engines.py starts by hand (dockerd, podman's Docker API service), a static busybox
+# to build test images FROM scratch (no image can be pulled), and Ceph's monitor, OSD and S3 gateway
+# for scripts/ceph-rgw-up.sh (tests/support/ceph.py).
 #
 # Idempotent: installs only what is missing, runs `apt-get update` at most once, prints one line on
 # success. Not root and something missing: prints the missing packages and the commands, exits 1.
@@ -14,6 +15,10 @@ DOCKER_PACKAGES=(docker.io)
 # the fixtures use for dockerd's private bridge.
 PODMAN_PACKAGES=(podman runc slirp4netns uidmap containernetworking-plugins netavark aardvark-dns
     catatonit busybox-static iproute2)
+# --no-install-recommends: the recommends (ceph-mgr, ceph-mds, ceph-fuse, nvme-cli...) are not needed
+# by a single-node RGW. monmaptool comes with ceph-base, ceph and radosgw-admin with ceph-common
+# (all dependencies); ceph-rgw-up.sh also calls uuidgen and curl.
+CEPH_PACKAGES=(radosgw ceph-mon ceph-osd uuid-runtime curl)
 
 # Debian puts dockerd and ip in /usr/sbin, which a non-root PATH may lack.
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -29,40 +34,44 @@ missing_packages() {
 }
 
 tools_present() {
-    command -v dockerd podman ip >/dev/null && test -x /bin/busybox
+    command -v dockerd podman ip radosgw ceph-mon ceph-osd monmaptool uuidgen curl >/dev/null && test -x /bin/busybox
 }
 
 # Not `podman --version`: as a user without a home dir podman fails before printing it.
 versions() {
-    echo "$(dockerd --version); podman $(dpkg-query -W -f='${Version}' podman)"
+    echo "$(dockerd --version); podman $(dpkg-query -W -f='${Version}' podman); radosgw $(dpkg-query -W -f='${Version}' radosgw)"
 }
 
 missing_docker=()
 # A dockerd from elsewhere (e.g. Docker's docker-ce) is fine: installing docker.io would conflict.
 command -v dockerd >/dev/null || mapfile -t missing_docker < <(missing_packages "${DOCKER_PACKAGES[@]}")
 mapfile -t missing_podman < <(missing_packages "${PODMAN_PACKAGES[@]}")
+mapfile -t missing_ceph < <(missing_packages "${CEPH_PACKAGES[@]}")
+missing_count=$((${#missing_docker[@]} + ${#missing_podman[@]} + ${#missing_ceph[@]}))
 
-if ((${#missing_docker[@]} + ${#missing_podman[@]} == 0)) && tools_present; then
+if ((missing_count == 0)) && tools_present; then
     echo "system deps OK: $(versions)"
     exit 0
 fi
 
-if ((${#missing_docker[@]} + ${#missing_podman[@]} == 0)); then
-    echo "dockerd, podman, ip or /bin/busybox missing although their packages are installed" >&2
+if ((missing_count == 0)); then
+    echo "dockerd, podman, ip, a Ceph daemon or /bin/busybox missing although their packages are installed" >&2
     exit 1
 fi
 
 docker_cmd=(apt-get install -y --no-install-recommends "${missing_docker[@]}")
 podman_cmd=(apt-get install -y "${missing_podman[@]}")
+ceph_cmd=(apt-get install -y --no-install-recommends "${missing_ceph[@]}")
 
 if ((EUID != 0)); then
     {
-        missing=("${missing_docker[@]}" "${missing_podman[@]}")
+        missing=("${missing_docker[@]}" "${missing_podman[@]}" "${missing_ceph[@]}")
         echo "missing system packages: ${missing[*]}"
         echo "install them as root:"
         echo "  apt-get update"
         ((${#missing_docker[@]} == 0)) || echo "  ${docker_cmd[*]}"
         ((${#missing_podman[@]} == 0)) || echo "  ${podman_cmd[*]}"
+        ((${#missing_ceph[@]} == 0)) || echo "  ${ceph_cmd[*]}"
     } >&2
     exit 1
 fi
@@ -71,5 +80,6 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q >/dev/null
 ((${#missing_docker[@]} == 0)) || "${docker_cmd[@]}" >/dev/null
 ((${#missing_podman[@]} == 0)) || "${podman_cmd[@]}" >/dev/null
-tools_present || { echo "dockerd, podman, ip or /bin/busybox still missing after the install" >&2; exit 1; }
+((${#missing_ceph[@]} == 0)) || "${ceph_cmd[@]}" >/dev/null
+tools_present || { echo "dockerd, podman, ip, a Ceph daemon or /bin/busybox still missing after the install" >&2; exit 1; }
 echo "system deps installed: $(versions)"

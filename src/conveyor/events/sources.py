@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+from collections.abc import Collection
 
 from conveyor.errors import ConveyorError, Problem, StorageError
 from conveyor.events.base import EventSource, SourceContext
@@ -90,8 +91,12 @@ class EventSources:
                     source.start()
             return source
 
-    def wire(self, service: Service) -> None:
-        """Set up every input's notifications; on a refusal, undo what was set up and raise."""
+    def wire(self, service: Service, keep: Collection[tuple[str, str]] = ()) -> None:
+        """Set up every input's notifications; on a refusal, undo what was set up and raise.
+
+        Inputs in `keep` (provider, path) were wired by a definition already deployed: a refusal
+        leaves them as they were.
+        """
         done: list[StorageIO] = []
         try:
             for io in service.input:
@@ -99,7 +104,8 @@ class EventSources:
                 done.append(io)
         except StorageError:
             for io in done:
-                self._unwire_quietly(service, io)
+                if (io.storage_provider, io.path) not in keep:
+                    self._unwire_quietly(service, io)
             raise
 
     def unwire(self, service: Service) -> list[str]:

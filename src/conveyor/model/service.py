@@ -15,7 +15,7 @@ from conveyor.errors import Problem
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 NAME_MAX = 39
 DEFAULT_PROVIDER = "minio.default"
-PROVIDER_KINDS = ("minio", "s3", "onedata", "webdav", "rucio")
+PROVIDER_KINDS = ("minio", "s3", "onedata", "webdav", "rucio", "local")
 DEFAULT_MEMORY = "256Mi"
 DEFAULT_CPU = "0.2"
 DEFAULT_TIMEOUT_S = 3600

@@ -9,7 +9,7 @@ from conveyor.errors import Problem, StorageError
 from conveyor.events.sources import source_problems
 from conveyor.model.service import Service, service_problems
 from conveyor.storage.base import StorageProvider
-from conveyor.storage.registry import S3_KINDS, ProviderRegistry
+from conveyor.storage.registry import OUTPUT_KINDS, S3_KINDS, ProviderRegistry
 
 
 @dataclass
@@ -32,11 +32,11 @@ def deploy_problems(service: Service) -> list[Problem]:
                 )
             )
     for index, io in enumerate(service.output):
-        if io.kind not in S3_KINDS:
+        if io.kind not in OUTPUT_KINDS:
             problems.append(
                 Problem(
                     field=f"output[{index}].storage_provider",
-                    message=f"{io.kind} outputs are not supported yet (supported: {', '.join(S3_KINDS)})",
+                    message=f"{io.kind} outputs are not supported (supported: {', '.join(OUTPUT_KINDS)})",
                 )
             )
     return problems

@@ -20,7 +20,7 @@ from typing import Any, Self
 from conveyor.backends.local.backend import LocalBackend, choose_runner
 from conveyor.dispatch.dispatcher import Dispatcher
 from conveyor.dispatch.retry import RetryPolicy
-from conveyor.errors import FDLError, PlatformError, Problem, StorageError
+from conveyor.errors import ConveyorError, FDLError, PlatformError, Problem, StorageError
 from conveyor.events.base import SourceContext
 from conveyor.events.intake import EventIntake
 from conveyor.events.reconciler import Reconciler
@@ -58,6 +58,14 @@ _SHUTDOWN_ORDER = (
     ("storage", "close"),
     ("ledger", "close"),
 )
+
+
+def _input_paths(service: Service | None) -> set[tuple[str, str]]:
+    return {(io.storage_provider, io.path) for io in service.input} if service else set()
+
+
+def _without_inputs(service: Service) -> Service:
+    return service.model_copy(update={"input": []})
 
 
 class Platform:
@@ -110,6 +118,15 @@ class Platform:
             self.dispatcher = Dispatcher(self.ledger, self.backend, self.layout, retry)
             self.intake = EventIntake(self.ledger, self.index, self.dispatcher.wake)
             self.sources = EventSources(SourceContext(self.intake, self.storage, self._receiver_url))
+            # Wiring again is idempotent and tells pollers (SQS) which queues are theirs. Input by input,
+            # errors logged: a store that is down must neither stop the start nor unwire other inputs.
+            for deployed in self.ledger.list_services():
+                full = self.ledger.fetch_service(deployed.name, with_secrets=True)
+                for io in full.input if full is not None else []:
+                    try:
+                        self.sources.for_input(full, io).wire(full, io)
+                    except ConveyorError as error:
+                        log.warning("the notifications of %s input %s were not set up: %s", full.name, io.path, error)
             self.adopted, self.requeued = self.dispatcher.recover()
             self.dispatcher.start()
             self.reconciler = Reconciler(
@@ -233,8 +250,8 @@ class Platform:
             except StorageError as error:
                 remove_buckets(buckets)
                 raise FDLError([Problem(field=service.name, message=f"cannot prepare its buckets: {error}")]) from error
-        self._wire_inputs(services, buckets)
         previous = {name: self.ledger.fetch_service(name, with_secrets=True) for name in applying}
+        self._wire_inputs(services, buckets, previous)
         for service in services:
             _, is_new = self.ledger.put_service(service)
             (report.created if is_new else report.updated).append(service.name)
@@ -244,15 +261,21 @@ class Platform:
         self._services_changed()
         return report
 
-    def _wire_inputs(self, services: list[Service], buckets: list[tuple[StorageProvider, str]]) -> None:
-        """Notifications for every input; on a refusal nothing stays set up and nothing is deployed."""
+    def _wire_inputs(
+        self,
+        services: list[Service],
+        buckets: list[tuple[StorageProvider, str]],
+        previous: dict[str, Service | None],
+    ) -> None:
+        """Notifications for every input; on a refusal nothing new stays set up and nothing is
+        deployed, while the inputs of the definitions already deployed keep theirs."""
         wired: list[Service] = []
         for service in services:
             try:
-                self.sources.wire(service)
+                self.sources.wire(service, keep=_input_paths(previous.get(service.name)))
             except StorageError as error:
                 for done in wired:
-                    self.sources.unwire(done)
+                    self.sources.unwire_dropped_inputs(done, previous.get(done.name) or _without_inputs(done))
                 remove_buckets(buckets)
                 problem = Problem(field=service.name, message=f"cannot set up the notifications of its inputs: {error}")
                 raise FDLError([problem]) from error

@@ -35,7 +35,11 @@ class StorageProvider(ABC):
 
     @abstractmethod
     def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object under `prefix`, in key order, fetched page by page."""
+        """Every object under `prefix`, each once, fetched page by page.
+
+        The order is the store's: S3 promises key order, SeaweedFS lists folder by folder. Callers
+        that need an order sort; the reconciler does not need one.
+        """
 
     @abstractmethod
     def delete(self, ref: ObjectRef) -> None:

@@ -1,22 +1,50 @@
-"""Storage providers by FDL name (`minio.default`, `s3.mine`), built once and reused.
+"""Storage providers by FDL name (`minio.default`, `s3.mine`, `webdav.dcache`), built once and reused.
 
 `minio.default` is always the platform's own store. Other names come from a service's
-`storage_providers:` section; providers with the same kind and credentials share one client
-and its connection pool.
+`storage_providers:` section: `<kind>.<id>` is built by the class `PROVIDERS[kind]` names, from
+`storage_providers[kind][id]` validated by the settings model `SETTINGS[kind]` names (kombu's
+`TRANSPORT_ALIASES`: modules are imported only when a kind is used). Providers with the same
+kind and settings share one client and its connection pool.
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib
 import json
 import threading
 from collections.abc import Callable
+from typing import Any
 
-from conveyor.errors import StorageError
+from pydantic import BaseModel, ValidationError
+
+from conveyor.errors import StorageError, validation_reasons
 from conveyor.model.service import DEFAULT_PROVIDER, Service
 from conveyor.storage.base import StorageProvider
-from conveyor.storage.s3 import S3Credentials, S3Provider
+
+PROVIDERS: dict[str, str] = {
+    "minio": "conveyor.storage.s3:S3Provider",
+    "s3": "conveyor.storage.s3:S3Provider",
+    "webdav": "conveyor.storage.webdav:WebdavProvider",
+    "onedata": "conveyor.storage.onedata:OnedataProvider",
+    "local": "conveyor.storage.local:LocalProvider",
+}
+"""FDL kind → the provider class, as `module:Class`."""
+
+SETTINGS: dict[str, str] = {
+    "minio": "conveyor.storage.s3:S3Credentials",
+    "s3": "conveyor.storage.s3:S3Credentials",
+    "webdav": "conveyor.storage.webdav:WebdavSettings",
+    "onedata": "conveyor.storage.onedata:OnedataSettings",
+    "local": "conveyor.storage.local:LocalSettings",
+}
+"""FDL kind → the pydantic model of its `storage_providers.<kind>.<id>` settings."""
 
 S3_KINDS = ("minio", "s3")
+INPUT_KINDS = S3_KINDS
+"""Kinds a service can be triggered from: only S3-compatible stores send bucket notifications."""
+OUTPUT_KINDS = tuple(PROVIDERS)
+"""Kinds a service can write its results to."""
 
 
 class ProviderRegistry:
@@ -32,13 +60,11 @@ class ProviderRegistry:
         settings = (service.storage_providers if service else {}).get(kind, {}).get(ident)
         if settings is None:
             raise StorageError(f"storage provider {name!r} is not defined in the service's storage_providers")
-        if kind not in S3_KINDS:
-            raise StorageError(f"storage provider kind {kind!r} is not supported yet (supported: minio, s3)")
         cache_key = json.dumps([kind, settings], sort_keys=True, default=str)
         with self._lock:
             provider = self._built.get(cache_key)
             if provider is None:
-                provider = S3Provider(S3Credentials.model_validate(settings))
+                provider = build_provider(name, settings)
                 self._built[cache_key] = provider
             return provider
 
@@ -51,3 +77,27 @@ class ProviderRegistry:
                 provider.close()
             self._built.clear()
         self.default.close()
+
+
+def build_provider(name: str, settings: dict[str, Any]) -> StorageProvider:
+    """The provider for `<kind>.<id>` from its FDL settings; no I/O happens here."""
+    kind = name.partition(".")[0]
+    model: type[BaseModel] = _load(SETTINGS, kind)
+    try:
+        validated = model.model_validate(settings)
+    except ValidationError as error:
+        reasons = "; ".join(validation_reasons(error.errors(include_input=False)))
+        # from None: pydantic's error would chain the settings, passwords included, into tracebacks
+        raise StorageError(f"storage provider {name!r} (storage_providers.{kind}): {reasons}") from None
+    return _load(PROVIDERS, kind)(validated)
+
+
+def _load(table: dict[str, str], kind: str) -> Any:
+    if kind not in table:
+        hint = difflib.get_close_matches(kind, table, n=1)
+        did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise StorageError(
+            f"storage provider kind {kind!r} is not supported (supported: {', '.join(table)}){did_you_mean}"
+        )
+    module_name, _, attribute = table[kind].partition(":")
+    return getattr(importlib.import_module(module_name), attribute)

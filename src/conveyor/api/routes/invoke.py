@@ -59,19 +59,32 @@ async def run_async(name: str, request: Request, platform: PlatformDep) -> Respo
     body = await request.body()
     events = parse_s3_records(body)
     if events:
-        job_ids = await run_in_threadpool(_accept_storage_events, platform, service.name, events)
+        job_ids = await run_in_threadpool(_accept_storage_events, platform, service, events)
     else:
         job_id, _ = await run_in_threadpool(platform.invoke, service.name, body, sync=False)
         job_ids = [job_id]
     return Response(status_code=201, headers={JOB_ID_HEADER: ",".join(job_ids)})
 
 
-def _accept_storage_events(platform: Platform, service: str, events: list[ObjectEvent]) -> list[str]:
+def _accept_storage_events(platform: Platform, service: Service, events: list[ObjectEvent]) -> list[str]:
     job_ids = []
+    with_credentials = platform.ledger.fetch_service(service.name, with_secrets=True) or service
     for event in events:
+        event = _on_the_inputs_store(event, with_credentials)
         if not event.etag:  # the version decides idempotency: ask the store which one this is
-            info = platform.storage.default.stat(event.ref)
+            store = platform.storage.provider(event.ref.provider, with_credentials)
+            info = store.stat(event.ref)
             if info is not None:
                 event = event.model_copy(update={"etag": info.etag, "size": info.size})
-        job_ids += platform.accept_event(event, only_service=service)
+        job_ids += platform.accept_event(event, only_service=service.name)
     return job_ids
+
+
+def _on_the_inputs_store(event: ObjectEvent, service: Service) -> ObjectEvent:
+    """A MinIO or S3 body does not say which store it comes from: the service's input that holds
+    the object does (OSCAR's MinIO is `minio.default`, the platform's own store, when none does)."""
+    for io in service.input:
+        if io.bucket == event.ref.bucket and io.contains_key(event.ref.key):
+            ref = event.ref.model_copy(update={"provider": io.storage_provider})
+            return event.model_copy(update={"ref": ref})
+    return event

@@ -1,0 +1,170 @@
+"""Event → job latency from an external store's notifications: from the start of each PUT to the
+job's creation in the ledger (`created_at`).
+
+`--source ceph`: a single-node Ceph RGW (scripts/ceph-rgw-up.sh) pushing S3 records to the
+platform through an SNS topic (`events: sns`). An embedded platform (host processes, reconciler
+off) serves one service on the RGW bucket; PUTs go one at a time, `--gap-s` apart, while earlier
+jobs run. RGW's topics are non-persistent: it posts before it answers the PUT. Same measure and
+table as bench/event_latency_sqs.py.
+
+    .venv/bin/python bench/event_latency.py --source ceph --puts 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform as host
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from conveyor.model.event import utcnow
+from conveyor.model.job import TERMINAL_STATES
+from conveyor.model.service import Service
+from conveyor.platform.platform import Platform
+from conveyor.settings import Settings
+
+SCRIPT = 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH")"'
+RESULTS = Path(__file__).parent / "results"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+KEYS = {"access_key": "bench", "secret_key": "bench-secret"}
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[round(fraction * (len(ordered) - 1))]
+
+
+@contextmanager
+def ceph_rgw(timings: dict[str, float]) -> Iterator[str]:
+    """A fresh cluster's S3 endpoint; stopped and removed afterwards. Puts "start_s" in `timings`."""
+    directory = Path(tempfile.mkdtemp(prefix="ceph-bench-", dir="/tmp")) / "cluster"
+    env = {**os.environ, "ACCESS_KEY": KEYS["access_key"], "SECRET_KEY": KEYS["secret_key"]}
+    try:
+        up = [str(SCRIPTS / "ceph-rgw-up.sh"), str(directory), "0"]
+        started = time.perf_counter()
+        endpoint = subprocess.run(up, check=True, capture_output=True, text=True, env=env).stdout.strip()
+        timings["start_s"] = round(time.perf_counter() - started, 2)
+        yield endpoint
+    finally:
+        subprocess.run([str(SCRIPTS / "ceph-rgw-down.sh"), str(directory)], check=False)
+        directory.parent.rmdir()
+
+
+def measure(endpoint: str, puts: int, gap_s: float, bucket: str) -> list[float]:
+    """Seconds from each PUT's start to its job's creation."""
+    with tempfile.TemporaryDirectory(prefix="conveyor-ceph-latency-") as scratch:
+        settings = Settings(
+            data_dir=Path(scratch) / "data",
+            api={"port": 0},
+            storage={"s3_port": 0},
+            local={"runtime": "process"},
+            dispatch={"reconcile_interval_s": 0},
+        )
+        platform = Platform(settings)
+        platform.start()
+        try:
+            provider = {"endpoint": endpoint, **KEYS, "events": "sns"}
+            service = Service.model_validate(
+                {
+                    "name": "latency",
+                    "image": "-",
+                    "script": SCRIPT,
+                    "input": [{"storage_provider": "s3.ceph", "path": f"{bucket}/in"}],
+                    "output": [{"path": "bench-out/out"}],
+                    "storage_providers": {"s3": {"ceph": provider}},
+                }
+            )
+            platform.apply([service])
+            s3: Any = boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                aws_access_key_id=KEYS["access_key"],
+                aws_secret_access_key=KEYS["secret_key"],
+                region_name="us-east-1",
+            )
+            put_at: dict[str, datetime] = {}
+            for i in range(puts):
+                key = f"in/f{i:05d}.txt"
+                put_at[key] = utcnow()
+                s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+                time.sleep(gap_s)
+            while True:
+                jobs = [r for _, r in platform.ledger.list_jobs("latency", limit=puts * 2)]
+                if sum(1 for job in jobs if job.state in TERMINAL_STATES) >= puts:
+                    break
+                time.sleep(0.05)
+            platform.delete_service("latency")  # takes the topic and the notification down
+            return [(job.created_at - put_at[job.trigger.ref.key]).total_seconds() for job in jobs if job.trigger]
+        finally:
+            platform.stop()
+
+
+def summary(latencies: list[float]) -> dict[str, float]:
+    return {
+        "p50": round(statistics.median(latencies) * 1000, 1),
+        "p99": round(percentile(latencies, 0.99) * 1000, 1),
+        "min": round(min(latencies) * 1000, 1),
+        "max": round(max(latencies) * 1000, 1),
+    }
+
+
+def radosgw_version() -> str:
+    answer = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "radosgw"], capture_output=True, text=True)
+    return answer.stdout.strip() or "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", choices=["ceph"], default="ceph", help="the store whose notifications are timed")
+    parser.add_argument("--puts", type=int, default=50)
+    parser.add_argument("--gap-s", type=float, nargs="+", default=[0.3, 0.02], help="one run per gap between PUTs")
+    args = parser.parse_args()
+
+    runs = []
+    timings: dict[str, float] = {}
+    with ceph_rgw(timings) as endpoint:
+        for index, gap_s in enumerate(args.gap_s):
+            latencies = measure(endpoint, args.puts, gap_s, bucket=f"latency-{index}")
+            runs.append({"gap_s": gap_s, "jobs": len(latencies), "latency_ms": summary(latencies)})
+
+    result = {
+        "benchmark": f"event_latency_{args.source}",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{host.machine()}, {os.cpu_count()} cores, Python {host.python_version()}",
+        "store": f"Ceph RGW {radosgw_version()} (single node, memstore OSD), non-persistent SNS topic, HTTP push",
+        "measured": "job created_at (ledger) minus the start of the S3 PUT that triggered it",
+        "store_start_s": timings.get("start_s"),
+        "puts": args.puts,
+        "runs": runs,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"event_latency_{args.source}.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = (
+        f"| S3 PUT → RGW SNS push → job created, {args.puts} PUTs one at a time, Ceph RGW on this machine "
+        "| p50 | p99 | min | max |\n|---|---|---|---|---|\n"
+        + "".join(
+            f"| PUTs {run['gap_s'] * 1000:.0f} ms apart | "
+            + " | ".join(f"{run['latency_ms'][name]} ms" for name in ("p50", "p99", "min", "max"))
+            + " |\n"
+            for run in runs
+        )
+    )
+    (RESULTS / f"event_latency_{args.source}.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
