@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     local: LocalBackendSettings = Field(default_factory=LocalBackendSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     client: ClientSettings = Field(default_factory=ClientSettings)
+    providers: dict[str, dict[str, dict[str, Any]]] = Field(
+        default_factory=dict, description="storage providers for put/get/ls, as in an FDL's storage_providers"
+    )
 
     @field_validator("data_dir")
     @classmethod

@@ -20,7 +20,7 @@ with __ between section and key.
 **Example**: CONVEYOR_API__PORT=9090 conveyor config show
 """
 
-SECRET_NAMES = ("password",)
+SECRET_NAMES = ("password", "secret_key", "access_key", "token")
 
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 

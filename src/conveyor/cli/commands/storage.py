@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
+import yaml
 
 from conveyor.cli import render
 from conveyor.cli.app import context
@@ -19,7 +20,9 @@ from conveyor.cli.client import CliError
 from conveyor.cli.options import JsonOption
 from conveyor.errors import StorageError
 from conveyor.model.event import ObjectRef
+from conveyor.model.service import DEFAULT_PROVIDER
 from conveyor.storage.base import StorageProvider
+from conveyor.storage.registry import build_provider
 
 PUT_HELP = """Upload files (or whole directories) into the store. A destination ending in '/' is a
 folder: each file keeps its name (and a directory its inner paths) under it. Every file that
@@ -64,23 +67,65 @@ def _upload_plan(sources: list[Path], destination: str) -> list[tuple[Path, Obje
             if source.is_dir():
                 relative = f"{source.name}/{relative}"
             key = f"{folder}/{relative}".lstrip("/") if as_folder else dest.key
-            plan.append((file, ObjectRef(bucket=dest.bucket, key=key)))
+            plan.append((file, ObjectRef(provider=dest.provider, bucket=dest.bucket, key=key)))
     return plan
+
+
+FdlOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--fdl",
+        help="FDL file whose storage_providers hold the credentials of a PROVIDER:bucket/... path "
+        "(else the [providers] section of the config file).",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+
+
+def _open_store(ctx: typer.Context, provider: str, fdl: Path | None) -> StorageProvider:
+    """The platform's own store (credentials from /system/config), or another one from its settings."""
+    if provider == DEFAULT_PROVIDER:
+        with context(ctx).client() as client:
+            return client.storage()
+    settings = _provider_settings(ctx, provider, fdl)
+    try:
+        return build_provider(provider, settings)
+    except StorageError as error:
+        raise CliError(str(error), exit_code=2) from None
+
+
+def _provider_settings(ctx: typer.Context, provider: str, fdl: Path | None) -> dict[str, Any]:
+    kind, _, ident = provider.partition(".")
+    found: dict[str, Any] | None = None
+    if fdl is not None:
+        document = yaml.safe_load(fdl.read_text()) or {}
+        sections = [document.get("storage_providers") or {}]
+        for item in (document.get("functions") or {}).get("oscar") or []:
+            sections += [svc.get("storage_providers") or {} for svc in (item or {}).values() if isinstance(svc, dict)]
+        found = next((s[kind][ident] for s in sections if ident in (s.get(kind) or {})), None)
+    if found is None:
+        found = context(ctx).settings().providers.get(kind, {}).get(ident)
+    if found is None:
+        where = f"{fdl}" if fdl else "the [providers] section of the config file (or pass --fdl)"
+        raise CliError(f"no settings for storage provider {provider!r} in {where}", exit_code=2)
+    return found
 
 
 def put(
     ctx: typer.Context,
     paths: Annotated[
-        list[str], typer.Argument(help="Local files or directories, then the destination bucket/folder/.")
+        list[str],
+        typer.Argument(help="Local files or directories, then the destination [provider:]bucket/folder/."),
     ],
+    fdl: FdlOption = None,
     as_json: JsonOption = False,
 ) -> None:
     if len(paths) < 2:
         raise CliError("give at least one local file and a destination, e.g. conveyor put a.jpg bucket/in/", 2)
     *sources, destination = paths
     plan = _upload_plan([Path(source) for source in sources], destination)
-    with context(ctx).client() as client:
-        store = client.storage()
+    with _open_store(ctx, plan[0][1].provider, fdl) as store:
         store.ensure_bucket(plan[0][1].bucket)
         stored = _transfer(plan, lambda item: store.upload(*item), "uploading", quiet=as_json)
     if as_json:
@@ -105,12 +150,14 @@ def _transfer(items: list[T], action: Callable[[T], R], description: str, *, qui
 
 def get(
     ctx: typer.Context,
-    source: Annotated[str, typer.Argument(help="bucket/key, or bucket/folder/ for everything under it.")],
+    source: Annotated[
+        str, typer.Argument(help="[provider:]bucket/key, or [provider:]bucket/folder/ for everything under it.")
+    ],
     destination: Annotated[Path, typer.Argument(help="File or directory to write.")] = Path(),
+    fdl: FdlOption = None,
 ) -> None:
     ref = _parse_ref(source)
-    with context(ctx).client() as client:
-        store = client.storage()
+    with _open_store(ctx, ref.provider, fdl) as store:
         if source.endswith("/") or not ref.key:
             plan = _download_plan(store, ref, destination)
         else:
@@ -137,17 +184,21 @@ def _download_plan(store: StorageProvider, folder: ObjectRef, destination: Path)
 
 def ls(
     ctx: typer.Context,
-    path: Annotated[str | None, typer.Argument(help="bucket or bucket/prefix; nothing lists buckets.")] = None,
+    path: Annotated[
+        str | None,
+        typer.Argument(help="[provider:]bucket or [provider:]bucket/prefix; nothing (or `provider:`) lists buckets."),
+    ] = None,
+    fdl: FdlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    with context(ctx).client() as client:
-        store = client.storage()
+    provider = path[:-1] if path and path.endswith(":") else None
+    ref = None if path is None or provider else _parse_ref(path)
+    with _open_store(ctx, provider or (ref.provider if ref else DEFAULT_PROVIDER), fdl) as store:
         try:
-            if path is None:
+            if ref is None:
                 buckets = store.list_buckets()
                 render.print_json(buckets) if as_json else render.table(None, ["bucket"], [(b,) for b in buckets])
                 return
-            ref = _parse_ref(path)
             objects = [info for info in store.list(ref.bucket, ref.key) if not info.ref.key.endswith("/")]
         except StorageError as error:
             raise CliError(str(error), exit_code=2 if "NoSuchBucket" in str(error) else 1) from None
@@ -157,7 +208,12 @@ def ls(
         )
         return
     rows = [
-        (o.ref.key, render.size(o.size), o.last_modified.astimezone().strftime("%Y-%m-%d %H:%M:%S")) for o in objects
+        (
+            o.ref.key,
+            render.size(o.size),
+            o.last_modified.astimezone().strftime("%Y-%m-%d %H:%M:%S") if o.last_modified else "",
+        )
+        for o in objects
     ]
     render.table(None, ["key", "size", "modified"], rows)
 
