@@ -116,14 +116,6 @@ def test_event_to_job_latency_over_single_puts(make_platform: PlatformFactory, c
     platform.delete_service("latency")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "the reconciler lists inputs with the services of ledger.list_services(), whose credentials are "
-        "hidden, so a listing of Ceph is refused (InvalidAccessKeyId); it needs fetch_service(with_secrets=True)"
-    ),
-)
 def test_lost_notifications_from_ceph_are_found_by_the_reconciler_and_run_once(
     make_platform: PlatformFactory, ceph: CephRgw, s3: Any
 ) -> None:
@@ -162,15 +154,6 @@ def _put_while_notifications_are_lost(platform: Platform, s3: Any, bucket: str, 
     return dropped
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "s3_records unquotes every key (unquote_plus), but RGW sends keys as stored: 'in/a+b.txt' becomes "
-        "'in/a b.txt', which does not exist, so the job fails; RGW's records ('eventSource': 'ceph:s3') "
-        "must be taken as they are"
-    ),
-)
 def test_a_key_with_a_plus_sign_runs_on_the_object_as_stored(
     make_platform: PlatformFactory, ceph: CephRgw, s3: Any
 ) -> None:
@@ -185,15 +168,6 @@ def test_a_key_with_a_plus_sign_runs_on_the_object_as_stored(
     assert job.state == JobState.SUCCEEDED, job.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "RGW puts user metadata in the record as 'metadata': [{'key': 'x-amz-meta-…', 'val': …}], not AWS's "
-        "'userMetadata' object that s3_records reads, so a job's output in Ceph loses its producer (lineage, "
-        "and the depth limit that stops loops)"
-    ),
-)
 def test_a_job_output_written_to_ceph_keeps_its_lineage(make_platform: PlatformFactory, ceph: CephRgw) -> None:
     platform = make_platform(dispatch=NO_RECONCILER)
     providers = {"s3": {"ceph": ceph.settings(events="sns")}}

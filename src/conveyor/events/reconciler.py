@@ -196,7 +196,7 @@ class Reconciler:
             report = ReconcileReport(started_at=utcnow())
             if full or self.change_log is None or self._replay_from is None or not self._replay(report):
                 report = ReconcileReport(started_at=report.started_at)
-                for service in self.ledger.list_services():
+                for service in self.ledger.list_services(with_secrets=True):
                     if self._stopping.is_set():
                         break
                     report.services.append(self._reconcile_service(service, report.started_at))
@@ -225,7 +225,7 @@ class Reconciler:
             log.warning("replaying the store's change log failed (%s); listing instead", error)
             return False
         # Stores without notifications or a change log are listed every round: there is no other way.
-        for service in self.ledger.list_services():
+        for service in self.ledger.list_services(with_secrets=True):
             if any(self.is_polled(service, io) for io in service.input):
                 polled = self._reconcile_service(service, report.started_at, only_polled=True)
                 results[service.name] = _merge(results.get(service.name), polled)

@@ -65,10 +65,12 @@ def _record_event(record: Any, provider: str) -> ObjectEvent | None:
         return None
     bucket = (s3.get("bucket") or {}).get("name")
     obj = s3.get("object") or {}
-    key = unquote_plus(str(obj.get("key") or ""))
+    raw_key = str(obj.get("key") or "")
+    # AWS and MinIO URL-encode keys; Ceph RGW sends them as stored, so 'a+b' must stay 'a+b'.
+    key = raw_key if str(record.get("eventSource", "")).startswith("ceph:") else unquote_plus(raw_key)
     if not bucket or not key or key.endswith("/"):
         return None
-    metadata = {str(k).lower(): str(v) for k, v in (obj.get("userMetadata") or {}).items()}
+    metadata = _user_metadata(obj)
     depth = metadata.get(f"x-amz-meta-{PRODUCER_DEPTH_METADATA}", "")
     return ObjectEvent(
         ref=ObjectRef(provider=provider, bucket=bucket, key=key),
@@ -79,6 +81,16 @@ def _record_event(record: Any, provider: str) -> ObjectEvent | None:
         producer_job=metadata.get(f"x-amz-meta-{PRODUCER_JOB_METADATA}") or None,
         producer_depth=int(depth) if depth.isdigit() else None,
     )
+
+
+def _user_metadata(obj: dict[str, Any]) -> dict[str, str]:
+    """`x-amz-meta-*` of the object, lower-cased: MinIO's `userMetadata` object, or Ceph RGW's
+    `metadata` list of {key, val}."""
+    found = {str(k).lower(): str(v) for k, v in (obj.get("userMetadata") or {}).items()}
+    for entry in obj.get("metadata") or []:
+        if isinstance(entry, dict) and "key" in entry:
+            found[str(entry["key"]).lower()] = str(entry.get("val", ""))
+    return found
 
 
 def _event_time(value: Any) -> datetime:

@@ -83,10 +83,11 @@ class Ledger:
             row = session.get(ServiceRow, name)
             return None if row is None else _service_from_row(row, with_secrets=with_secrets)
 
-    def list_services(self) -> list[Service]:
+    def list_services(self, *, with_secrets: bool = False) -> list[Service]:
+        """Every service; `with_secrets` for the platform's own use (listing stores), never for answers."""
         with self._reading() as session:
             rows = session.scalars(select(ServiceRow).order_by(ServiceRow.name))
-            return [_service_from_row(row, with_secrets=False) for row in rows]
+            return [_service_from_row(row, with_secrets=with_secrets) for row in rows]
 
     def delete_service(self, name: str) -> bool:
         """Remove a service; its queued jobs are cancelled, its history and data are kept."""
