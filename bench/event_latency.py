@@ -2,17 +2,21 @@
 job's creation in the ledger (`created_at`).
 
 `--source ceph`: a single-node Ceph RGW (scripts/ceph-rgw-up.sh) pushing S3 records to the
-platform through an SNS topic (`events: sns`). An embedded platform (host processes, reconciler
-off) serves one service on the RGW bucket; PUTs go one at a time, `--gap-s` apart, while earlier
-jobs run. RGW's topics are non-persistent: it posts before it answers the PUT. Same measure and
-table as bench/event_latency_sqs.py.
+platform through an SNS topic (`events: sns`). RGW's topics are non-persistent: it posts before it
+answers the PUT. `--source seaweedfs`: the platform's own embedded store and its filer webhook.
+An embedded platform (host processes, reconciler off) serves one service on the input; PUTs go one
+at a time, `--gap-s` apart, while earlier jobs run. Also timed: PUT → the job's start (the
+supervisor begins stage-in), DESIGN.md's "upload → script start". Same measure and table as
+bench/event_latency_sqs.py.
 
     .venv/bin/python bench/event_latency.py --source ceph --puts 50
+    .venv/bin/python bench/event_latency.py --source seaweedfs --puts 200
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform as host
@@ -62,8 +66,11 @@ def ceph_rgw(timings: dict[str, float]) -> Iterator[str]:
         directory.parent.rmdir()
 
 
-def measure(endpoint: str, puts: int, gap_s: float, bucket: str) -> list[float]:
-    """Seconds from each PUT's start to its job's creation."""
+def measure(endpoint: str | None, puts: int, gap_s: float, bucket: str) -> tuple[list[float], list[float]]:
+    """Seconds from each PUT's start to its job's creation, and to its job's start.
+
+    `endpoint` None: the input is on the platform's own store (`minio.default`).
+    """
     with tempfile.TemporaryDirectory(prefix="conveyor-ceph-latency-") as scratch:
         settings = Settings(
             data_dir=Path(scratch) / "data",
@@ -75,23 +82,25 @@ def measure(endpoint: str, puts: int, gap_s: float, bucket: str) -> list[float]:
         platform = Platform(settings)
         platform.start()
         try:
-            provider = {"endpoint": endpoint, **KEYS, "events": "sns"}
+            provider_name = "s3.ceph" if endpoint else "minio.default"
+            providers = {"s3": {"ceph": {"endpoint": endpoint, **KEYS, "events": "sns"}}} if endpoint else {}
             service = Service.model_validate(
                 {
                     "name": "latency",
                     "image": "-",
                     "script": SCRIPT,
-                    "input": [{"storage_provider": "s3.ceph", "path": f"{bucket}/in"}],
+                    "input": [{"storage_provider": provider_name, "path": f"{bucket}/in"}],
                     "output": [{"path": "bench-out/out"}],
-                    "storage_providers": {"s3": {"ceph": provider}},
+                    "storage_providers": providers,
                 }
             )
             platform.apply([service])
+            creds = platform.s3_credentials
             s3: Any = boto3.client(
                 "s3",
-                endpoint_url=endpoint,
-                aws_access_key_id=KEYS["access_key"],
-                aws_secret_access_key=KEYS["secret_key"],
+                endpoint_url=endpoint or creds.endpoint,
+                aws_access_key_id=KEYS["access_key"] if endpoint else creds.access_key,
+                aws_secret_access_key=KEYS["secret_key"] if endpoint else creds.secret_key,
                 region_name="us-east-1",
             )
             put_at: dict[str, datetime] = {}
@@ -106,7 +115,10 @@ def measure(endpoint: str, puts: int, gap_s: float, bucket: str) -> list[float]:
                     break
                 time.sleep(0.05)
             platform.delete_service("latency")  # takes the topic and the notification down
-            return [(job.created_at - put_at[job.trigger.ref.key]).total_seconds() for job in jobs if job.trigger]
+            triggered = [job for job in jobs if job.trigger and job.started_at]
+            created = [(job.created_at - put_at[job.trigger.ref.key]).total_seconds() for job in triggered]
+            started = [(job.started_at - put_at[job.trigger.ref.key]).total_seconds() for job in triggered]
+            return created, started
         finally:
             platform.stop()
 
@@ -127,24 +139,37 @@ def radosgw_version() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", choices=["ceph"], default="ceph", help="the store whose notifications are timed")
+    parser.add_argument(
+        "--source", choices=["ceph", "seaweedfs"], default="ceph", help="the store whose notifications are timed"
+    )
     parser.add_argument("--puts", type=int, default=50)
     parser.add_argument("--gap-s", type=float, nargs="+", default=[0.3, 0.02], help="one run per gap between PUTs")
     args = parser.parse_args()
 
     runs = []
     timings: dict[str, float] = {}
-    with ceph_rgw(timings) as endpoint:
+    with ceph_rgw(timings) if args.source == "ceph" else contextlib.nullcontext() as endpoint:
         for index, gap_s in enumerate(args.gap_s):
-            latencies = measure(endpoint, args.puts, gap_s, bucket=f"latency-{index}")
-            runs.append({"gap_s": gap_s, "jobs": len(latencies), "latency_ms": summary(latencies)})
+            created, started = measure(endpoint, args.puts, gap_s, bucket=f"latency-{index}")
+            runs.append(
+                {
+                    "gap_s": gap_s,
+                    "jobs": len(created),
+                    "latency_ms": summary(created),
+                    "put_to_job_start_ms": summary(started),
+                }
+            )
 
     result = {
         "benchmark": f"event_latency_{args.source}",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{host.machine()}, {os.cpu_count()} cores, Python {host.python_version()}",
-        "store": f"Ceph RGW {radosgw_version()} (single node, memstore OSD), non-persistent SNS topic, HTTP push",
+        "store": (
+            f"Ceph RGW {radosgw_version()} (single node, memstore OSD), non-persistent SNS topic, HTTP push"
+            if args.source == "ceph"
+            else "the embedded SeaweedFS (weed mini), filer webhook"
+        ),
         "measured": "job created_at (ledger) minus the start of the S3 PUT that triggered it",
         "store_start_s": timings.get("start_s"),
         "puts": args.puts,
@@ -152,14 +177,15 @@ def main() -> None:
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"event_latency_{args.source}.json").write_text(json.dumps(result, indent=2) + "\n")
+    path = "RGW SNS push" if args.source == "ceph" else "embedded SeaweedFS webhook"
     table = (
-        f"| S3 PUT → RGW SNS push → job created, {args.puts} PUTs one at a time, Ceph RGW on this machine "
-        "| p50 | p99 | min | max |\n|---|---|---|---|---|\n"
+        f"| S3 PUT → {path} → job, {args.puts} PUTs one at a time | p50 | p99 | min | max |\n|---|---|---|---|---|\n"
         + "".join(
-            f"| PUTs {run['gap_s'] * 1000:.0f} ms apart | "
-            + " | ".join(f"{run['latency_ms'][name]} ms" for name in ("p50", "p99", "min", "max"))
+            f"| PUTs {run['gap_s'] * 1000:.0f} ms apart: {what} | "
+            + " | ".join(f"{run[field][name]} ms" for name in ("p50", "p99", "min", "max"))
             + " |\n"
             for run in runs
+            for what, field in (("job created", "latency_ms"), ("job started", "put_to_job_start_ms"))
         )
     )
     (RESULTS / f"event_latency_{args.source}.md").write_text(table)
