@@ -2,7 +2,8 @@
 # Install the Debian 12 packages the test suite needs: the container engines that
 # tests/support/engines.py starts by hand (dockerd, podman's Docker API service), a static busybox
 # to build test images FROM scratch (no image can be pulled), and Ceph's monitor, OSD and S3 gateway
-# for scripts/ceph-rgw-up.sh (tests/support/ceph.py).
+# for scripts/ceph-rgw-up.sh (tests/support/ceph.py), and Slurm with munge for scripts/slurm-up.sh
+# (tests/support/slurm.py).
 #
 # Idempotent: installs only what is missing, runs `apt-get update` at most once, prints one line on
 # success. Not root and something missing: prints the missing packages and the commands, exits 1.
@@ -19,6 +20,8 @@ PODMAN_PACKAGES=(podman runc slirp4netns uidmap containernetworking-plugins neta
 # by a single-node RGW. monmaptool comes with ceph-base, ceph and radosgw-admin with ceph-common
 # (all dependencies); ceph-rgw-up.sh also calls uuidgen and curl.
 CEPH_PACKAGES=(radosgw ceph-mon ceph-osd uuid-runtime curl)
+# slurmctld, slurmd and the client tools; munge's postinst writes /etc/munge/munge.key.
+SLURM_PACKAGES=(slurm-wlm munge)
 
 # Debian puts dockerd and ip in /usr/sbin, which a non-root PATH may lack.
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -34,12 +37,13 @@ missing_packages() {
 }
 
 tools_present() {
-    command -v dockerd podman ip radosgw ceph-mon ceph-osd monmaptool uuidgen curl >/dev/null && test -x /bin/busybox
+    command -v dockerd podman ip radosgw ceph-mon ceph-osd monmaptool uuidgen curl slurmctld slurmd sbatch munged \
+        >/dev/null && test -x /bin/busybox
 }
 
 # Not `podman --version`: as a user without a home dir podman fails before printing it.
 versions() {
-    echo "$(dockerd --version); podman $(dpkg-query -W -f='${Version}' podman); radosgw $(dpkg-query -W -f='${Version}' radosgw)"
+    echo "$(dockerd --version); podman $(dpkg-query -W -f='${Version}' podman); radosgw $(dpkg-query -W -f='${Version}' radosgw); slurm $(dpkg-query -W -f='${Version}' slurm-wlm)"
 }
 
 missing_docker=()
@@ -47,7 +51,8 @@ missing_docker=()
 command -v dockerd >/dev/null || mapfile -t missing_docker < <(missing_packages "${DOCKER_PACKAGES[@]}")
 mapfile -t missing_podman < <(missing_packages "${PODMAN_PACKAGES[@]}")
 mapfile -t missing_ceph < <(missing_packages "${CEPH_PACKAGES[@]}")
-missing_count=$((${#missing_docker[@]} + ${#missing_podman[@]} + ${#missing_ceph[@]}))
+mapfile -t missing_slurm < <(missing_packages "${SLURM_PACKAGES[@]}")
+missing_count=$((${#missing_docker[@]} + ${#missing_podman[@]} + ${#missing_ceph[@]} + ${#missing_slurm[@]}))
 
 if ((missing_count == 0)) && tools_present; then
     echo "system deps OK: $(versions)"
@@ -55,23 +60,25 @@ if ((missing_count == 0)) && tools_present; then
 fi
 
 if ((missing_count == 0)); then
-    echo "dockerd, podman, ip, a Ceph daemon or /bin/busybox missing although their packages are installed" >&2
+    echo "dockerd, podman, ip, a Ceph or Slurm daemon or /bin/busybox missing although their packages are installed" >&2
     exit 1
 fi
 
 docker_cmd=(apt-get install -y --no-install-recommends "${missing_docker[@]}")
 podman_cmd=(apt-get install -y "${missing_podman[@]}")
 ceph_cmd=(apt-get install -y --no-install-recommends "${missing_ceph[@]}")
+slurm_cmd=(apt-get install -y "${missing_slurm[@]}")
 
 if ((EUID != 0)); then
     {
-        missing=("${missing_docker[@]}" "${missing_podman[@]}" "${missing_ceph[@]}")
+        missing=("${missing_docker[@]}" "${missing_podman[@]}" "${missing_ceph[@]}" "${missing_slurm[@]}")
         echo "missing system packages: ${missing[*]}"
         echo "install them as root:"
         echo "  apt-get update"
         ((${#missing_docker[@]} == 0)) || echo "  ${docker_cmd[*]}"
         ((${#missing_podman[@]} == 0)) || echo "  ${podman_cmd[*]}"
         ((${#missing_ceph[@]} == 0)) || echo "  ${ceph_cmd[*]}"
+        ((${#missing_slurm[@]} == 0)) || echo "  ${slurm_cmd[*]}"
     } >&2
     exit 1
 fi
@@ -81,5 +88,6 @@ apt-get update -q >/dev/null
 ((${#missing_docker[@]} == 0)) || "${docker_cmd[@]}" >/dev/null
 ((${#missing_podman[@]} == 0)) || "${podman_cmd[@]}" >/dev/null
 ((${#missing_ceph[@]} == 0)) || "${ceph_cmd[@]}" >/dev/null
-tools_present || { echo "dockerd, podman, ip, a Ceph daemon or /bin/busybox still missing after the install" >&2; exit 1; }
+((${#missing_slurm[@]} == 0)) || "${slurm_cmd[@]}" >/dev/null
+tools_present || { echo "dockerd, podman, ip, a Ceph or Slurm daemon or /bin/busybox still missing after the install" >&2; exit 1; }
 echo "system deps installed: $(versions)"

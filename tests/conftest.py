@@ -83,14 +83,19 @@ def make_platform(tmp_path: Path) -> Iterator[PlatformFactory]:
         data_dir: Path | None = None,
         api: dict[str, Any] | None = None,
         dispatch: dict[str, Any] | None = None,
+        slurm: dict[str, Any] | None = None,
+        backend: str = "local",
+        storage: dict[str, Any] | None = None,
         **local: Any,
     ) -> Platform:
         settings = Settings(
             data_dir=data_dir or tmp_path / "data",
             api={"port": 0, **(api or {})},
-            storage={"s3_port": 0},
+            storage={"s3_port": 0, **(storage or {})},
             local={"runtime": runtime, **local},
             dispatch={"retry_base_s": 0.2, "retry_max_s": 2.0, **(dispatch or {})},
+            backend=backend,
+            **({"slurm": {"enabled": True, **slurm}} if slurm is not None else {}),
         )
         platform = Platform(settings)
         platform.start()

@@ -21,6 +21,8 @@ from pydantic_settings import (
 )
 
 Runtime = Literal["auto", "container", "process"]
+SlurmRuntime = Literal["process", "podman", "docker", "apptainer", "singularity"]
+BackendName = Literal["local", "slurm"]
 
 
 def default_data_dir() -> Path:
@@ -59,6 +61,31 @@ class LocalBackendSettings(BaseModel):
     max_jobs: int = Field(64, ge=1, description="jobs running at once, whatever their size")
 
 
+class SlurmSettings(BaseModel):
+    """How jobs of services with `backend: slurm` reach a Slurm cluster (sbatch/squeue on this host)."""
+
+    enabled: bool = Field(False, description="submit jobs to Slurm (implied by backend = 'slurm')")
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    sbatch_options: list[str] = Field(default_factory=list, description="more sbatch options, e.g. ['--nice=10']")
+    runtime: SlurmRuntime = Field("process", description="how nodes run scripts: process, podman, docker, apptainer")
+    engine_options: list[str] = Field(
+        default_factory=list, description="options before the engine's `run`, e.g. ['--storage-driver', 'vfs']"
+    )
+    run_options: list[str] = Field(default_factory=list, description="options of `podman/docker run`, `apptainer exec`")
+    python: str | None = Field(None, description="the nodes' Python with Conveyor installed (default: this one)")
+    shared_dir: Path | None = Field(None, description="a directory the nodes see at the same path (default: data dir)")
+    scratch_dir: str | None = Field(None, description="node-local directory for work dirs (default: $TMPDIR or /tmp)")
+    max_pending_per_service: int = Field(100, ge=1, description="jobs of one service in Slurm at once; the rest wait")
+    poll_interval_s: float = Field(2.0, gt=0, description="how often squeue is asked (one call for all jobs)")
+    array_window_s: float = Field(
+        0.0, ge=0, description="> 0: jobs submitted within this window go as one job array (one sbatch call)"
+    )
+    time_margin_s: int = Field(300, ge=0, description="walltime = the service's timeout + this, for staging")
+    forget_after_s: float = Field(30.0, gt=0, description="a job squeue no longer shows is declared lost after this")
+
+
 class DispatchSettings(BaseModel):
     retry_base_s: float = Field(2.0, gt=0, description="first retry waits about this long; doubles each attempt")
     retry_max_s: float = Field(300.0, gt=0, description="longest wait between attempts")
@@ -90,7 +117,9 @@ class Settings(BaseSettings):
     admin_password: str | None = Field(None, description="default: generated on first start, kept in data dir")
     api: ApiSettings = Field(default_factory=ApiSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    backend: BackendName = Field("local", description="where jobs of services that name no backend run")
     local: LocalBackendSettings = Field(default_factory=LocalBackendSettings)
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     client: ClientSettings = Field(default_factory=ClientSettings)
     providers: dict[str, dict[str, dict[str, Any]]] = Field(

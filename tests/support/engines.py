@@ -133,17 +133,7 @@ def run_podman_service(base_dir: Path) -> Iterator[Engine]:
         socket_path = state / "podman.sock"
         argv = [
             podman,
-            "--runtime=runc",
-            "--cgroup-manager=cgroupfs",
-            "--storage-driver=vfs",
-            f"--root={state / 'root'}",
-            f"--runroot={state / 'run'}",
-            # Private tmpdir, volumes and network configs: podman's defaults (/run/libpod, /etc/containers/
-            # networks) are shared with every other podman on the machine.
-            f"--tmpdir={state / 'tmp'}",
-            f"--volumepath={state / 'volumes'}",
-            f"--network-config-dir={state / 'networks'}",
-            "--events-backend=file",
+            *podman_options(state),
             "system",
             "service",
             "--time=0",
@@ -151,6 +141,23 @@ def run_podman_service(base_dir: Path) -> Iterator[Engine]:
         ]
         env = _engine_env(CONTAINERS_CONF=str(config))
         yield stack.enter_context(_daemon("podman", argv, socket_path, state, base_dir, env))
+
+
+def podman_options(state: Path) -> list[str]:
+    """podman's global options for a private store in `state` (the service's, or a CLI reaching the same one)."""
+    return [
+        "--runtime=runc",
+        "--cgroup-manager=cgroupfs",
+        "--storage-driver=vfs",
+        f"--root={state / 'root'}",
+        f"--runroot={state / 'run'}",
+        # Private tmpdir, volumes and network configs: podman's defaults (/run/libpod, /etc/containers/
+        # networks) are shared with every other podman on the machine.
+        f"--tmpdir={state / 'tmp'}",
+        f"--volumepath={state / 'volumes'}",
+        f"--network-config-dir={state / 'networks'}",
+        "--events-backend=file",
+    ]
 
 
 def build_busybox_image(engine: Engine, tag: str = BUSYBOX_TAG) -> str:

@@ -24,6 +24,9 @@ Listener = Callable[[], None]
 class Backend(ABC):
     name: ClassVar[str]
     """Registry key: the same string as the module, the settings section and the FDL value."""
+    full_per_service: ClassVar[bool] = False
+    """True: `can_accept` refuses a job for its service's sake (an admission limit per service), so
+    jobs of other services may still start; False: a refusal means the whole backend is full."""
 
     def __init__(self) -> None:
         self._listener: Listener = lambda: None

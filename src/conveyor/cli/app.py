@@ -105,7 +105,19 @@ def context(ctx: typer.Context) -> CliContext:
 
 # The order commands appear in `conveyor --help`; a module in cli/commands registers itself
 # with a `register(app)` function, so adding a command means adding a module.
-COMMAND_MODULES = ("platform", "services", "storage", "jobs", "retry", "trace", "run", "demo", "config")
+COMMAND_MODULES = (
+    "platform",
+    "services",
+    "storage",
+    "jobs",
+    "retry",
+    "cancel",
+    "trace",
+    "run",
+    "demo",
+    "slurm",
+    "config",
+)
 
 
 def _register_commands() -> None:

@@ -1,6 +1,9 @@
-"""The dispatcher: takes queued jobs from the ledger, oldest first, and hands them to the backend
-while it has room; when the backend reports an outcome it records it, or queues a retry, or keeps
-the job as a dead letter.
+"""The dispatcher: takes queued jobs from the ledger, oldest first, and hands each to its
+service's backend while that backend has room; when a backend reports an outcome it records it, or
+queues a retry, or keeps the job as a dead letter.
+
+Order is first in, first out per backend (per service where a backend admits per service, as
+Slurm's pending limit does): a full backend never holds back the jobs of another.
 
 It sleeps on a condition variable and wakes when an event is accepted, a job finishes, a service
 changes, or the next retry is due; the periodic wake-up is only a safety net.
@@ -37,9 +40,18 @@ class _Inflight:
 
 
 class Dispatcher:
-    def __init__(self, ledger: Ledger, backend: Backend, layout: DataLayout, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        backends: dict[str, Backend],
+        layout: DataLayout,
+        retry: RetryPolicy | None = None,
+        *,
+        default_backend: str = "local",
+    ) -> None:
         self.ledger = ledger
-        self.backend = backend
+        self.backends = backends
+        self.default_backend = default_backend
         self.layout = layout
         self.retry = retry or RetryPolicy()
         self._wake = threading.Condition()
@@ -52,7 +64,10 @@ class Dispatcher:
         self._services: dict[str, Service] = {}
         self._next_retry: float | None = None
         """time.monotonic() when the earliest queued retry is due."""
-        backend.set_listener(self.wake)
+        self._cancelled: set[str] = set()
+        """Running jobs a user cancelled: their end is recorded as cancelled, never retried."""
+        for backend in backends.values():
+            backend.set_listener(self.wake)
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -68,7 +83,8 @@ class Dispatcher:
                 self._finish(job.job_id, JobOutcome(state=JobState.CANCELLED, message="its service no longer exists"))
                 continue
             spec = self._spec(job, service)
-            handle = self.backend.adopt(spec)
+            backend = self.backends.get(self.backend_name(service))
+            handle = backend.adopt(spec) if backend is not None else None
             if handle is None:
                 self.ledger.requeue(job.job_id, "queued again: the platform stopped before its script started")
                 requeued += 1
@@ -114,6 +130,22 @@ class Dispatcher:
     def inflight(self) -> int:
         return len(self._inflight)
 
+    def backend_name(self, service: Service) -> str:
+        return service.backend or self.default_backend
+
+    def cancel(self, job_id: str) -> str | None:
+        """Cancel a queued or running job; returns what happened, None when it was not queued or running."""
+        message = "cancelled on request"
+        if self.ledger.cancel_queued(job_id, message):
+            return "cancelled before it started"
+        entry = self._inflight.get(job_id)
+        if entry is None:
+            return None
+        self._cancelled.add(job_id)
+        [stopped] = self.backends[entry.handle.backend].cancel([entry.handle])
+        self.wake()
+        return "stopping" if stopped else "asked to stop"
+
     # ---- the loop -------------------------------------------------------------------------
 
     def _loop(self) -> None:
@@ -151,15 +183,22 @@ class Dispatcher:
     def _collect_finished(self) -> None:
         if not self._inflight:
             return
-        handles = [entry.handle for entry in self._inflight.values()]
-        for status in self.backend.status(handles):
-            if status.state not in TERMINAL_STATES or status.outcome is None:
-                continue
-            entry = self._inflight.pop(status.handle.job_id, None)
-            if entry is not None:
-                self._complete(entry.spec, status.outcome)
+        by_backend: dict[str, list[JobHandle]] = {}
+        for entry in list(self._inflight.values()):
+            by_backend.setdefault(entry.handle.backend, []).append(entry.handle)
+        for name, handles in by_backend.items():
+            for status in self.backends[name].status(handles):
+                if status.state not in TERMINAL_STATES or status.outcome is None:
+                    continue
+                entry = self._inflight.pop(status.handle.job_id, None)
+                if entry is not None:
+                    self._complete(entry.spec, status.outcome)
 
     def _complete(self, spec: JobSpec, outcome: JobOutcome) -> None:
+        if spec.job_id in self._cancelled:
+            self._cancelled.discard(spec.job_id)
+            if outcome.state != JobState.SUCCEEDED:
+                outcome = outcome.model_copy(update={"state": JobState.CANCELLED, "message": "cancelled on request"})
         decision = self.retry.decide(outcome, spec.service, spec.attempt)
         if decision == Decision.RETRY:
             delay = self.retry.delay_s(spec.attempt)
@@ -176,29 +215,47 @@ class Dispatcher:
         self._finish(spec.job_id, outcome)
 
     def _dispatch_queued(self) -> None:
-        """Start queued jobs in order until the backend is full (strict FIFO: no job starves)."""
+        """Start queued jobs in order; once a backend (or a service, see Backend.full_per_service) is
+        full, the jobs behind it wait, so none is overtaken by a later one that happens to fit."""
+        full_backends: set[str] = set()
+        waiting: set[str] = set()
+        """Services whose jobs cannot start this round."""
         while True:
-            page = self.ledger.next_queued(PAGE)
+            page = self.ledger.next_queued(PAGE, waiting)
             for job in page:
-                if not self._start(job):
-                    return
-            if len(page) < PAGE:
+                if job.service in waiting:
+                    continue
+                if not self._start(job, full_backends):
+                    waiting.add(job.service)
+            if len(page) < PAGE or len(full_backends) == len(self.backends):
                 return
 
-    def _start(self, job: ClaimedJob) -> bool:
-        """Submit one job; False when the backend is full and dispatching must pause."""
+    def _start(self, job: ClaimedJob, full_backends: set[str]) -> bool:
+        """Submit one job; False when its backend (or its service's share of it) is full."""
         service = self._service(job.service)
         if service is None:
             self.ledger.mark_running(job.job_id)
             self._finish(job.job_id, JobOutcome(state=JobState.CANCELLED, message="its service no longer exists"))
             return True
+        name = self.backend_name(service)
+        backend = self.backends.get(name)
+        if backend is None:
+            self.ledger.mark_running(job.job_id)
+            message = f"backend {name!r} is not enabled on this platform: enable it in the configuration"
+            outcome = JobOutcome(state=JobState.FAILED, message=message, failure="input")
+            self._complete(self._spec(job, service), outcome)
+            return True
+        if name in full_backends:
+            return False
         spec = self._spec(job, service)
-        if not self.backend.can_accept(spec):
+        if not backend.can_accept(spec):
+            if not backend.full_per_service:
+                full_backends.add(name)
             return False
         if not self.ledger.mark_running(job.job_id):
             return True
         try:
-            self._inflight[job.job_id] = _Inflight(self.backend.submit(spec), spec)
+            self._inflight[job.job_id] = _Inflight(backend.submit(spec), spec)
         except ConveyorError as error:
             self._complete(
                 spec,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets as token_source
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -168,16 +168,16 @@ class Ledger:
             )
         return job_id
 
-    def next_queued(self, limit: int) -> list[ClaimedJob]:
-        """The oldest queued jobs that may start now, oldest first; nothing is changed (see mark_running)."""
+    def next_queued(self, limit: int, skip_services: Collection[str] = ()) -> list[ClaimedJob]:
+        """The oldest queued jobs that may start now, oldest first, but none of `skip_services`
+        (those that cannot start more now); nothing is changed (see mark_running)."""
         now = utcnow()
         with self._reading() as session:
             due = or_(JobRow.not_before.is_(None), JobRow.not_before <= now)
-            rows = list(
-                session.scalars(
-                    select(JobRow).where(JobRow.status == JobState.QUEUED, due).order_by(JobRow.seq).limit(limit)
-                )
-            )
+            query = select(JobRow).where(JobRow.status == JobState.QUEUED, due)
+            if skip_services:
+                query = query.where(JobRow.service.not_in(list(skip_services)))
+            rows = list(session.scalars(query.order_by(JobRow.seq).limit(limit)))
             event_ids = [row.event_id for row in rows if row.event_id is not None]
             events = {e.id: e for e in session.scalars(select(EventRow).where(EventRow.id.in_(event_ids)))}
             return [
@@ -202,6 +202,16 @@ class Ledger:
                 .values(status=JobState.RUNNING, started_at=utcnow())
             )
             return bool(result.rowcount)
+
+    def cancel_queued(self, job_id: str, message: str) -> bool:
+        """Queued → cancelled; False when the job is not queued (running, or already finished)."""
+        with self._writing.begin() as session:
+            result = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == JobState.QUEUED)
+                .values(status=JobState.CANCELLED, message=message, finished_at=utcnow(), not_before=None)
+            )
+            return result.rowcount == 1
 
     def has_queued(self) -> bool:
         with self._reading() as session:

@@ -15,6 +15,7 @@ from conveyor.errors import Problem
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 NAME_MAX = 39
 DEFAULT_PROVIDER = "minio.default"
+BACKENDS = ("local", "slurm")
 PROVIDER_KINDS = ("minio", "s3", "onedata", "webdav", "rucio", "local")
 DEFAULT_MEMORY = "256Mi"
 DEFAULT_CPU = "0.2"
@@ -174,6 +175,17 @@ class Environment(BaseModel):
         return {str(k): "" if v is None else str(v) for k, v in value.items()}
 
 
+class SlurmJobOptions(BaseModel):
+    """A service's own sbatch settings; they override the platform's `[slurm]` ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    sbatch_options: list[str] = Field(default_factory=list)
+
+
 class Service(BaseModel):
     """One service of a workflow. Unknown OSCAR fields are kept and returned as they came."""
 
@@ -192,6 +204,9 @@ class Service(BaseModel):
     """Further attempts after a failure of the platform around the script (storage, engine, image)."""
     retry_script_failures: bool = False
     """Also retry when the script itself fails or times out (for flaky scripts)."""
+    backend: str | None = None
+    """Where its jobs run: `local` or `slurm`; None: the platform's default."""
+    slurm: SlurmJobOptions | None = None
     cluster_id: str = ""
     token: str = ""
     environment: Environment = Field(default_factory=Environment)
@@ -249,6 +264,15 @@ class Service(BaseModel):
     def _log_level(cls, value: Any) -> str:
         level = str(value or "INFO").upper()
         return level if level in LOG_LEVELS else "INFO"
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _backend(cls, value: Any) -> str | None:
+        if value in (None, ""):
+            return None
+        if value not in BACKENDS:
+            raise ValueError(f"unknown backend {value!r}; expected one of {', '.join(BACKENDS)}")
+        return str(value)
 
     @field_validator("timeout")
     @classmethod

@@ -17,6 +17,7 @@ from concurrent.futures import Future
 from datetime import datetime
 from typing import Any, Self
 
+from conveyor.backends.base import Backend
 from conveyor.backends.local.backend import LocalBackend, choose_runner
 from conveyor.dispatch.dispatcher import Dispatcher
 from conveyor.dispatch.retry import RetryPolicy
@@ -53,6 +54,7 @@ _SHUTDOWN_ORDER = (
     ("reconciler", "stop"),
     ("dispatcher", "stop"),
     ("backend", "close"),
+    ("slurm", "close"),
     ("store", "stop"),
     ("api", "stop"),
     ("storage", "close"),
@@ -114,8 +116,13 @@ class Platform:
             self.store.start()
             self.storage = ProviderRegistry(S3Provider(self.s3_credentials, public_endpoint=self.s3_endpoint))
             self.backend = LocalBackend(self.settings.local, self.storage, runner)
+            self.backends: dict[str, Backend] = {"local": self.backend}
+            if self.settings.slurm.enabled or self.settings.backend == "slurm":
+                self.backends["slurm"] = self.slurm = self._slurm_backend()
             retry = RetryPolicy(self.settings.dispatch.retry_base_s, self.settings.dispatch.retry_max_s)
-            self.dispatcher = Dispatcher(self.ledger, self.backend, self.layout, retry)
+            self.dispatcher = Dispatcher(
+                self.ledger, self.backends, self.layout, retry, default_backend=self.settings.backend
+            )
             self.intake = EventIntake(self.ledger, self.index, self.dispatcher.wake)
             self.sources = EventSources(SourceContext(self.intake, self.storage, self._receiver_url))
             # Wiring again is idempotent and tells pollers (SQS) which queues are theirs. Input by input,
@@ -169,6 +176,15 @@ class Platform:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _slurm_backend(self) -> Backend:
+        from conveyor.backends.slurm.backend import SlurmBackend  # only platforms that use Slurm need it
+
+        shared = self.settings.slurm.shared_dir or self.layout.root / "slurm"
+        return SlurmBackend(self.settings.slurm, shared, S3Credentials.model_validate(self.minio_provider()))
+
+    def backend_for(self, service: Service) -> Backend | None:
+        return self.backends.get(service.backend or self.settings.backend)
 
     def _take_data_dir_lock(self) -> None:
         lock = (self.layout.root / ".lock").open("w")
@@ -237,6 +253,15 @@ class Platform:
             for p in deploy_problems(service)
         ]
         problems += [Problem(field=name, message="is defined more than once") for name in duplicate_names(services)]
+        problems += [
+            Problem(
+                field=f"{service.name}.backend",
+                message=f"backend {service.backend or self.settings.backend!r} is not enabled on this platform: "
+                "set `enabled = true` under [slurm] in conveyor.toml (or CONVEYOR_SLURM__ENABLED=true) and restart",
+            )
+            for service in services
+            if self.backend_for(service) is None
+        ]
         applying = {service.name for service in services}  # a new definition replaces the deployed one
         deployed = [service for service in self.ledger.list_services() if service.name not in applying]
         problems += cycle_problems([*services, *deployed], changed=applying)
@@ -255,7 +280,8 @@ class Platform:
         for service in services:
             _, is_new = self.ledger.put_service(service)
             (report.created if is_new else report.updated).append(service.name)
-            report.warnings += self.backend.warnings_for(service)
+            backend = self.backend_for(service)
+            report.warnings += backend.warnings_for(service) if backend is not None else []
             if (old := previous.get(service.name)) is not None:
                 report.warnings += self.sources.unwire_dropped_inputs(old, service)
         self._services_changed()
@@ -324,7 +350,8 @@ class Platform:
         return {
             "api_url": self.api_url,
             "s3_endpoint": self.s3_endpoint,
-            "backend": self.backend.describe(),
+            "backend": self.backends[self.settings.backend].describe(),
+            "backends": {name: backend.describe() for name, backend in self.backends.items()},
             "jobs_running": self.dispatcher.inflight,
             "warnings": self.warnings,
         }

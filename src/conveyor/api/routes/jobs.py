@@ -111,6 +111,28 @@ def retry_jobs(request: RetryRequest, platform: PlatformDep) -> dict[str, list[s
     return {"replayed": replayed}
 
 
+class CancelRequest(BaseModel):
+    service: str
+    jobs: list[str] = Field(default_factory=list)
+    """Job ids (or unique prefixes) to cancel; empty with `queued` means every queued job."""
+    queued: bool = False
+
+
+@router.post("/conveyor/v1/cancel", tags=["conveyor"])
+def cancel_jobs(request: CancelRequest, platform: PlatformDep) -> dict[str, dict[str, str]]:
+    """Cancel queued or running jobs: a queued one never starts, a running one is stopped (scancel on
+    Slurm); either ends `cancelled` and is not retried. Finished jobs are left as they are."""
+    if not request.jobs and not request.queued:
+        raise HTTPException(400, "name the jobs to cancel, or ask for every queued job with queued=true")
+    _require_service(platform, request.service)
+    job_ids = [_full_job_id(platform, request.service, given) for given in request.jobs]
+    if request.queued:
+        job_ids += [record.job_id for _, record in platform.ledger.list_jobs(
+            request.service, states=[JobState.QUEUED], limit=1_000_000)]  # fmt: skip
+    answers = {job_id: platform.dispatcher.cancel(job_id) or "already finished" for job_id in dict.fromkeys(job_ids)}
+    return {"cancelled": answers}
+
+
 def _full_job_id(platform: Platform, service: str, given: str) -> str:
     matches = platform.ledger.list_jobs(service, limit=2, id_prefix=given)
     if not matches:

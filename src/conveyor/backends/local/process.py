@@ -21,21 +21,25 @@ from conveyor.supervisor.run import RunRecord, ScriptInvocation, ScriptResult
 
 _PASSED_THROUGH = ("LANG", "LC_ALL", "TZ", "TERM")
 EXIT_FILE = "exit-code"
-# $1: the script, $2: where its exit code goes. The wrapper exits with the script's code.
-_WRAPPER = '/bin/sh "$1"; code=$?; echo "$code" > "$2"; exit "$code"'
+# $1: where the exit code goes, then the command that runs the script. Exits with the script's code.
+_WRAPPER = 'exit_file=$1; shift; "$@"; code=$?; echo "$code" > "$exit_file"; exit "$code"'
 _REATTACH_POLL_S = 0.2
 
 
-def host_environment(work_dir: Path) -> dict[str, str]:
+def host_environment(work_dir: Path, passed_through: tuple[str, ...] = ()) -> dict[str, str]:
     """PATH leads with this Python's bin directory, so scripts find the tools installed beside Conveyor."""
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")])
-    env = {name: os.environ[name] for name in _PASSED_THROUGH if name in os.environ}
+    env = {name: os.environ[name] for name in (*_PASSED_THROUGH, *passed_through) if name in os.environ}
     env.update({"PATH": path, "HOME": str(work_dir), "TMPDIR": str(work_dir)})
     return env
 
 
 class ProcessRunner:
+    """Runs `sh SCRIPT`; subclasses run it through another command (a container engine's CLI)."""
+
     name = "process"
+    passed_through: tuple[str, ...] = ()
+    """More of Conveyor's environment variables the command needs (an engine's configuration)."""
 
     def __init__(self) -> None:
         self._running: dict[str, int] = {}
@@ -44,12 +48,20 @@ class ProcessRunner:
     def describe(self) -> str:
         return "host processes (runtime: process; images are ignored)"
 
+    def command(self, invocation: ScriptInvocation) -> list[str]:
+        """The command that runs the script; its last word is the script's path."""
+        return ["/bin/sh", str(invocation.script_path)]
+
+    def stop(self, job_id: str, pid: int) -> None:
+        """Kill what runs the job's script: the process group, and whatever else a subclass started."""
+        kill_group(pid)
+
     def run(self, invocation: ScriptInvocation) -> ScriptResult:
-        env = host_environment(invocation.work_dir) | invocation.env
+        env = host_environment(invocation.work_dir, self.passed_through) | invocation.env
         exit_file = invocation.work_dir / EXIT_FILE
         with invocation.log_path.open("ab") as log:
             process = subprocess.Popen(
-                ["/bin/sh", "-c", _WRAPPER, "conveyor-job", str(invocation.script_path), str(exit_file)],
+                ["/bin/sh", "-c", _WRAPPER, "conveyor-job", str(exit_file), *self.command(invocation)],
                 cwd=invocation.work_dir,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -65,7 +77,7 @@ class ProcessRunner:
         # A timer kills the session at the deadline while this thread blocks in waitpid:
         # Popen.wait(timeout) would instead poll with sleeps, adding milliseconds to every job.
         expired = threading.Event()
-        deadline = threading.Timer(invocation.timeout_s, _expire, args=(process.pid, expired))
+        deadline = threading.Timer(invocation.timeout_s, self._expire, args=(invocation.job_id, process.pid, expired))
         deadline.daemon = True
         deadline.start()
         try:
@@ -74,7 +86,7 @@ class ProcessRunner:
             deadline.cancel()
             with self._lock:
                 self._running.pop(invocation.job_id, None)
-        kill_group(process.pid)  # background children the script left behind die with it
+        self.stop(invocation.job_id, process.pid)  # background children the script left behind die with it
         if expired.is_set():
             return ScriptResult(exit_code=None, timed_out=True)
         return ScriptResult(exit_code=128 - code if code < 0 else code)
@@ -107,10 +119,9 @@ class ProcessRunner:
             pid = self._running.get(job_id)
         if pid is None:
             return False
-        kill_group(pid)
+        self.stop(job_id, pid)
         return True
 
-
-def _expire(pid: int, expired: threading.Event) -> None:
-    expired.set()
-    kill_group(pid)
+    def _expire(self, job_id: str, pid: int, expired: threading.Event) -> None:
+        expired.set()
+        self.stop(job_id, pid)

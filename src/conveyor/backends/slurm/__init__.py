@@ -1,0 +1,1 @@
+"""The Slurm backend: each job is an sbatch submission that runs the supervisor on a node."""
