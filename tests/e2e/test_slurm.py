@@ -3,6 +3,7 @@ through squeue, and every way a Slurm job can end badly becomes a retry, never a
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -13,6 +14,7 @@ import pytest
 
 from conveyor.model.job import JobState
 from tests.conftest import PlatformFactory
+from tests.support.cli import Cli, cli_environment
 from tests.support.platform import keys_under, put_text, read_text, service, wait_for_jobs, wait_for_state
 from tests.support.slurm import Slurm, run_slurm
 
@@ -210,3 +212,56 @@ def _first_running(slurm: Slurm, prefix: str, timeout_s: float = 60.0) -> str:
             return running[0]
         time.sleep(0.1)
     raise AssertionError(f"no job named {prefix}* ran within {timeout_s} s: {slurm.queue()}")
+
+
+def test_a_service_waiting_for_slurm_does_not_hold_back_a_local_one(
+    slurm: Slurm, make_platform: PlatformFactory
+) -> None:
+    platform = make_platform(slurm={**FAST, "max_pending_per_service": 1})
+    on_slurm = service(
+        "queued", 'sleep 2; cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"', ["waits/in"], ["waits/out"], backend="slurm"
+    )
+    local = service("quick", 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"', ["quick/in"], ["quick/out"])
+    platform.apply([on_slurm, local])
+    for index in range(3):
+        put_text(platform, f"waits/in/f{index}.txt", "x")
+    for index in range(3):
+        put_text(platform, f"quick/in/f{index}.txt", "x")
+
+    quick = wait_for_jobs(platform, "quick", 3, timeout_s=30)
+    waiting = [r for _, r in platform.ledger.list_jobs("queued")]
+
+    assert all(r.state == JobState.SUCCEEDED for r in quick)
+    assert any(r.state == JobState.QUEUED for r in waiting), "slurm's jobs of 'queued' wait one at a time"
+    assert all(r.state == JobState.SUCCEEDED for r in wait_for_jobs(platform, "queued", 3, timeout_s=90))
+
+
+def test_slurm_check_reports_the_node_and_names_what_is_missing(slurm: Slurm, tmp_path: Path) -> None:
+    cli = Cli(cli_environment(tmp_path, SLURM_CONF=str(slurm.conf)), tmp_path)
+
+    report = cli.json("slurm", "check", "--timeout", "60")
+    assert isinstance(report, dict) and report["ok"]
+    assert report["node"]["conveyor_version"] and report["node"]["slurm_job_id"]
+
+    cli.env["CONVEYOR_STORAGE__S3_PUBLIC_ENDPOINT"] = "http://127.0.0.1:9"
+    unreachable = cli("slurm", "check", "--timeout", "60", "--json", check=False)
+    assert unreachable.returncode == 1
+    assert "cannot reach the object store" in " ".join(json.loads(unreachable.stdout)["problems"])
+
+    cli.env["CONVEYOR_STORAGE__S3_PUBLIC_ENDPOINT"] = ""
+    cli.env["CONVEYOR_SLURM__RUNTIME"] = "apptainer"
+    no_engine = cli("slurm", "check", "--timeout", "60", check=False)
+    assert no_engine.returncode == 1
+    assert "runtime 'apptainer' is not on node" in " ".join(no_engine.stderr.split())
+
+
+def test_the_demo_workflow_runs_with_both_services_on_slurm(slurm: Slurm, tmp_path: Path) -> None:
+    cli = Cli(cli_environment(tmp_path, SLURM_CONF=str(slurm.conf), CONVEYOR_SLURM__POLL_INTERVAL_S="0.5"), tmp_path)
+
+    done = cli("demo", "--backend", "slurm", "--seconds", "3", "--demo-dir", str(tmp_path / "demo"), timeout=300)
+
+    assert "jobs run as slurm:" in " ".join(done.stderr.split())
+    assert "3 frames" in done.stdout and "all expected outputs exist" in done.stdout
+    logs = list((tmp_path / "demo" / "logs" / "detect-faces").glob("*.log"))
+    assert len(logs) == 3 and all("job succeeded" in log.read_text() for log in logs)
+    assert not list((tmp_path / "demo" / "slurm" / "jobs").iterdir()), "every Slurm job was collected"

@@ -69,13 +69,18 @@ class Slurm:
 
 
 @contextlib.contextmanager
-def run_slurm(directory: Path) -> Iterator[Slurm]:
+def run_slurm(directory: Path, cpus: int = 8) -> Iterator[Slurm]:
+    """`cpus` above the core count oversubscribes the node: the tests' jobs mostly wait."""
     if shutil.which("slurmctld", path=os.environ.get("PATH", "") + ":/usr/sbin") is None:
         raise SlurmError(f"Slurm is not installed: {INSTALL_HINT}")
     if os.geteuid() != 0:
         raise SlurmError("the test cluster runs its daemons as root (SlurmUser=root): run the tests as root")
     started = subprocess.run(
-        ["bash", str(SCRIPTS / "slurm-up.sh"), str(directory)], capture_output=True, text=True, timeout=120
+        ["bash", str(SCRIPTS / "slurm-up.sh"), str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SLURM_CPUS": str(cpus)},
     )
     previous = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(directory / "slurm.conf")

@@ -37,7 +37,7 @@ generated video, follow the jobs and print a summary. Exits 0 only if every expe
 Jobs run as host processes by default, so it works on any machine; --runtime container runs the
 same workflow in containers (build the image first: examples/video-process/build-image.sh).
 
-**Example**: conveyor demo --seconds 8
+**Examples**: conveyor demo --seconds 8; conveyor demo --backend slurm (on a Slurm login node)
 """
 
 INPUT_PREFIX = "video/in/"
@@ -53,6 +53,9 @@ def default_workflow() -> Path:
 
 def demo(
     runtime: Annotated[str, typer.Option(help="process (default) or container.")] = "process",
+    backend: Annotated[
+        str, typer.Option(help="local (default), or slurm: every job through sbatch with the [slurm] settings.")
+    ] = "local",
     seconds: Annotated[int, typer.Option(help="Length of the generated video; one frame per second.", min=1)] = 6,
     workflow: Annotated[Path | None, typer.Option(help="FDL file (default: examples/video-process).")] = None,
     data_dir: Annotated[
@@ -62,6 +65,8 @@ def demo(
 ) -> None:
     if runtime not in ("process", "container"):
         raise CliError(f"--runtime must be process or container, not {runtime!r}", exit_code=2)
+    if backend not in ("local", "slurm"):
+        raise CliError(f"--backend must be local or slurm, not {backend!r}", exit_code=2)
     fdl = workflow or default_workflow()
     if not fdl.exists():
         raise CliError(f"{fdl} does not exist: pass --workflow examples/video-process/workflow.yaml", exit_code=2)
@@ -72,6 +77,9 @@ def demo(
     with tempfile.TemporaryDirectory(prefix="conveyor-demo-") as scratch:
         root = data_dir or Path(scratch) / "data"
         settings = Settings(data_dir=root, api={"port": 0}, storage={"s3_port": 0}, local={"runtime": runtime})
+        if backend == "slurm":
+            settings.backend = "slurm"
+            settings.slurm.enabled = True
         ok = _run_demo(settings, services, Path(scratch), seconds, timeout)
     if not ok:
         raise typer.Exit(1)
@@ -84,9 +92,8 @@ def _run_demo(settings: Settings, services: list[Any], scratch: Path, seconds: i
     platform = Platform(settings)
     with render.err.status("starting a private Conveyor ..."):
         platform.start()
-    render.note(
-        f"Conveyor up at {platform.api_url} (S3 {platform.s3_endpoint}); jobs run as {platform.backend.describe()}"
-    )
+    runs_on = platform.backends[settings.backend].describe()
+    render.note(f"Conveyor up at {platform.api_url} (S3 {platform.s3_endpoint}); jobs run as {runs_on}")
     try:
         if platform.backend.runs_containers:
             _check_images(platform, services)

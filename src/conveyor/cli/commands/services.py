@@ -111,7 +111,7 @@ def services(ctx: typer.Context, as_json: JsonOption = False) -> None:
         sources = entry.get("event_sources", {})  # OSCAR clusters do not say
         rows.append(
             (
-                service["name"],
+                service["name"] + (f"\n(on {service['backend']})" if service.get("backend") else ""),
                 service["image"],
                 "\n".join(_input_text(io, sources) for io in service["input"]),
                 ", ".join(_output_text(io) for io in service["output"]),
