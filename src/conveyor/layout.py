@@ -33,9 +33,10 @@ class DataLayout:
         """Bodies of HTTP invocations, kept until their job is gone."""
         return self.root / "requests"
 
-    def work_dir(self, job_id: str, attempt: int) -> Path:
-        """One directory per attempt: a script an earlier attempt left running cannot touch the next."""
-        return self.root / "work" / f"{job_id}-{attempt}"
+    def work_dir(self, service: str, job_id: str, attempt: int) -> Path:
+        """One directory per attempt: a script an earlier attempt left running cannot touch the next.
+        Grouped by service: a warm container mounts its service's directory, no other."""
+        return self.root / "work" / service / f"{job_id}-{attempt}"
 
     def log_path(self, service: str, job_id: str) -> Path:
         return self.root / "logs" / service / f"{job_id}.log"

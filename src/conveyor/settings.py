@@ -59,6 +59,9 @@ class LocalBackendSettings(BaseModel):
     cpus: float | None = Field(None, gt=0, description="CPUs jobs may use together (default: all)")
     memory: str | None = Field(None, description="memory jobs may use together (default: all RAM)")
     max_jobs: int = Field(64, ge=1, description="jobs running at once, whatever their size")
+    warm: bool = Field(True, description="run successive jobs of a service in running containers (exec)")
+    warm_max_jobs: int = Field(100, ge=1, description="a warm container is replaced after this many jobs")
+    warm_idle_s: float = Field(60.0, gt=0, description="a warm container without work this long is removed")
 
 
 class SlurmSettings(BaseModel):

@@ -272,7 +272,7 @@ class Dispatcher:
             sync=job.sync,
             attempt=job.attempt,
             depth=job.depth,
-            work_dir=self.layout.work_dir(job.job_id, job.attempt),
+            work_dir=self.layout.work_dir(service.name, job.job_id, job.attempt),
             log_path=self.layout.log_path(service.name, job.job_id),
         )
 

@@ -206,6 +206,8 @@ class Service(BaseModel):
     """Also retry when the script itself fails or times out (for flaky scripts)."""
     backend: str | None = None
     """Where its jobs run: `local` or `slurm`; None: the platform's default."""
+    warm: bool | None = None
+    """False: one fresh container per job even where the platform keeps warm containers."""
     slurm: SlurmJobOptions | None = None
     cluster_id: str = ""
     token: str = ""

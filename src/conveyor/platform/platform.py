@@ -108,7 +108,7 @@ class Platform:
             )
             self.index = InputIndex()
             self.index.rebuild(self.ledger.list_services())
-            runner, warning = choose_runner(self.settings.local)
+            runner, warning = choose_runner(self.settings.local, owner=str(self.layout.root))
             if warning:
                 self.warnings.append(warning)
             self._started = True

@@ -59,11 +59,13 @@ class RunRecord(BaseModel):
     """What a runner started, written beside the job, so a platform restarted after a crash can
     find the script still running (or its exit code) instead of running it a second time."""
 
-    kind: Literal["process", "container"]
+    kind: Literal["process", "container", "exec"]
     started_at: float
     """time.time() when the script started: the timeout counts from there."""
     pid: int | None = None
     container_id: str | None = None
+    exec_id: str | None = None
+    """A job run in a warm container: the exec that runs its script."""
     exit_file: str | None = None
     """Where a host process's wrapper writes the script's exit code."""
 

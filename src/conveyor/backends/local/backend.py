@@ -25,12 +25,18 @@ def host_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def choose_runner(config: LocalBackendSettings) -> tuple[ScriptRunner, str | None]:
-    """The runner the configuration asks for, and a warning when `auto` fell back to processes."""
+def choose_runner(config: LocalBackendSettings, owner: str = "") -> tuple[ScriptRunner, str | None]:
+    """The runner the configuration asks for, and a warning when `auto` fell back to processes.
+
+    `owner` (the data directory) labels warm containers, so the next start finds those left behind.
+    """
     if config.runtime == "process":
         return ProcessRunner(), None
     try:
-        return DockerRunner.discover(config.docker_host, network=config.network), None
+        runner = DockerRunner.discover(config.docker_host, network=config.network)
+        if config.warm:
+            runner.enable_warm(owner, max_jobs=config.warm_max_jobs, idle_s=config.warm_idle_s)
+        return runner, None
     except BackendUnavailable as error:
         if config.runtime == "container":
             raise

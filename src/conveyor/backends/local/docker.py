@@ -3,11 +3,15 @@
 The same code drives dockerd and podman's Docker-compatible socket. The job's work directory
 (input/, output/, the script) is bind-mounted at the same path, so the contract's paths are the
 same inside and outside. The service's cpu and memory become the container's limits.
+
+With warm containers on (see warm.py), a job is an `exec` in a running container of its service
+instead of a container of its own; `warm: false` in a service keeps one container per job.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -20,8 +24,14 @@ from docker.types import DeviceRequest
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
 
+from conveyor.backends.local.warm import IDLE_COMMAND, OWNER_LABEL, WarmContainer, WarmPool
 from conveyor.errors import BackendError, BackendUnavailable, ImageError
+from conveyor.model.service import Service
 from conveyor.supervisor.run import RunRecord, ScriptInvocation, ScriptResult
+
+_REATTACH_POLL_S = 0.2
+
+log = logging.getLogger(__name__)
 
 STANDARD_SOCKETS = (
     "/var/run/docker.sock",
@@ -52,6 +62,16 @@ class DockerRunner:
         self._lock = threading.Lock()
         self._images_present: set[str] = set()
         self._running: dict[str, str] = {}
+        self._cancelled: set[str] = set()
+        self.pool: WarmPool | None = None
+        self._cold_images: set[str] = set()
+        """Images a warm container could not start with (no `sleep`): their jobs run cold."""
+
+    def enable_warm(self, owner: str, *, max_jobs: int, idle_s: float) -> None:
+        self.pool = WarmPool(self.client.api, owner, max_jobs=max_jobs, idle_s=idle_s)
+        removed = self.pool.sweep()
+        if removed:
+            log.info("removed %d idle warm container(s) an earlier run left", removed)
 
     @classmethod
     def discover(cls, configured: str | None, *, network: str | None = None) -> DockerRunner:
@@ -87,9 +107,12 @@ class DockerRunner:
         return f"{product} {version.get('Version', '?')} at {self.base_url}"
 
     def describe(self) -> str:
-        return f"containers ({self.check()})"
+        warm = "; warm containers reused between jobs" if self.pool is not None else ""
+        return f"containers ({self.check()}{warm})"
 
     def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
         with self._lock:
             if self._client is not None:
                 self._client.close()
@@ -115,6 +138,10 @@ class DockerRunner:
     def run(self, invocation: ScriptInvocation) -> ScriptResult:
         service = invocation.service
         self.ensure_image(service.image)
+        if self.pool is not None and service.warm is not False and service.image not in self._cold_images:
+            container = self._warm_container(service, invocation)
+            if container is not None:
+                return self._exec(container, invocation)
         work = str(invocation.work_dir)
         options: dict[str, Any] = {
             "command": ["/bin/sh", str(invocation.script_path)],
@@ -154,6 +181,8 @@ class DockerRunner:
 
     def reattach(self, invocation: ScriptInvocation, record: RunRecord) -> ScriptResult:
         """The container outlived the platform: wait for it (or read how it ended), then remove it."""
+        if record.kind == "exec":
+            return self._reattach_exec(invocation, record)
         try:
             container = self.client.containers.get(record.container_id)
         except NotFound:
@@ -184,11 +213,117 @@ class DockerRunner:
         container_id = self._running.get(job_id)
         if container_id is None:
             return False
+        self._cancelled.add(job_id)
         try:
             self.client.containers.get(container_id).kill()
         except (NotFound, APIError):
             return False
         return True
+
+    # ---- warm containers -----------------------------------------------------------------
+
+    def _warm_container(self, service: Service, invocation: ScriptInvocation) -> WarmContainer | None:
+        """An idle warm container of the service, or a new one; None when the image cannot idle."""
+        assert self.pool is not None
+        key = WarmPool.key(service, self.network)
+        container = self.pool.acquire(key)
+        if container is not None:
+            return container
+        mount = str(invocation.work_dir.parent)
+        api = self.client.api
+        host_config: dict[str, Any] = {
+            "binds": {mount: {"bind": mount, "mode": "rw"}},
+            "nano_cpus": int(service.cpu_cores * 1e9),
+            "mem_limit": service.memory_bytes,
+        }
+        if self.network:
+            host_config["network_mode"] = self.network
+        if service.enable_gpu:
+            host_config["device_requests"] = [DeviceRequest(count=1, capabilities=[["gpu"]])]
+        try:
+            created = api.create_container(
+                service.image,
+                command=IDLE_COMMAND,
+                labels={OWNER_LABEL: self.pool.owner, "conveyor.service": service.name},
+                host_config=api.create_host_config(**host_config),
+            )
+        except (APIError, DockerException) as error:
+            raise BackendError(f"the engine could not create a warm container: {_explain(error)}") from error
+        try:
+            api.start(created["Id"])
+        except (APIError, DockerException) as error:
+            # Most often the image has no `sleep`: its jobs get a container each from now on.
+            log.warning("image %s cannot keep a warm container (%s); one container per job", service.image, error)
+            self._cold_images.add(service.image)
+            self.pool.remove(created["Id"])
+            return None
+        return WarmContainer(id=created["Id"], key=key)
+
+    def _exec(self, container: WarmContainer, invocation: ScriptInvocation) -> ScriptResult:
+        assert self.pool is not None
+        api = self.client.api
+        work = str(invocation.work_dir)
+        try:
+            exec_id = api.exec_create(
+                container.id, ["/bin/sh", str(invocation.script_path)], environment=invocation.env, workdir=work
+            )["Id"]
+        except (APIError, DockerException) as error:
+            self.pool.remove(container.id)
+            raise BackendError(f"the engine could not run the script in a warm container: {_explain(error)}") from error
+        RunRecord(kind="exec", started_at=time.time(), container_id=container.id, exec_id=exec_id).save(
+            invocation.work_dir
+        )
+        self._running[invocation.job_id] = container.id
+        expired = threading.Event()
+        deadline = threading.Timer(invocation.timeout_s, self._expire, args=(container.id, expired))
+        deadline.daemon = True
+        deadline.start()
+        exit_code: int | None = None
+        try:
+            with invocation.log_path.open("ab") as log_file:
+                for chunk in api.exec_start(exec_id, stream=True):
+                    log_file.write(chunk)
+            exit_code = api.exec_inspect(exec_id).get("ExitCode")
+        except (APIError, DockerException, RequestsConnectionError) as error:
+            if not expired.is_set() and invocation.job_id not in self._cancelled:
+                self.pool.remove(container.id)
+                raise BackendError(f"the engine lost the script's exec: {_explain(error)}") from error
+        finally:
+            deadline.cancel()
+            self._running.pop(invocation.job_id, None)
+        stopped = expired.is_set() or invocation.job_id in self._cancelled
+        self._cancelled.discard(invocation.job_id)
+        reusable = not stopped and exit_code == 0 and self.pool.busy_processes(container.id) == 0
+        self.pool.release(container, reusable=reusable)
+        if expired.is_set():
+            return ScriptResult(exit_code=None, timed_out=True)
+        return ScriptResult(exit_code=exit_code)
+
+    def _expire(self, container_id: str, expired: threading.Event) -> None:
+        """A script past its timeout: its warm container goes with it (an exec cannot be killed alone)."""
+        expired.set()
+        with contextlib.suppress(NotFound, APIError, DockerException):
+            self.client.api.kill(container_id)
+
+    def _reattach_exec(self, invocation: ScriptInvocation, record: RunRecord) -> ScriptResult:
+        """A script an earlier platform started in a warm container: wait for its exec, then drop the container."""
+        api = self.client.api
+        deadline = time.monotonic() + invocation.timeout_s
+        try:
+            while True:
+                state = api.exec_inspect(record.exec_id)
+                if not state.get("Running"):
+                    return ScriptResult(exit_code=state.get("ExitCode"))
+                if time.monotonic() > deadline:
+                    return ScriptResult(exit_code=None, timed_out=True)
+                time.sleep(_REATTACH_POLL_S)
+        except (NotFound, APIError, DockerException):
+            raise BackendError(
+                "the job's warm container went away while the platform was down; it runs again"
+            ) from None
+        finally:
+            with contextlib.suppress(NotFound, APIError, DockerException):
+                api.remove_container(record.container_id, force=True)
 
 
 def _explain(error: Exception) -> str:
