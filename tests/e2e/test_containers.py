@@ -38,7 +38,8 @@ FACT_FILES = 5
 
 def containers_labelled(engine: Engine, label: str) -> list[str]:
     with closing(engine.client()) as client:
-        return [c.id for c in client.containers.list(all=True, filters={"label": label})]
+        # The low-level listing: containers.list() inspects each one, and one may go in between.
+        return [c["Id"] for c in client.api.containers(all=True, filters={"label": label})]
 
 
 def in_containers(make_platform: PlatformFactory, engine: Engine) -> Platform:

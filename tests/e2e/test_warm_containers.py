@@ -28,7 +28,8 @@ def _warm(make_platform: PlatformFactory, engine: Engine, **local: object) -> Pl
 
 def _containers_of(engine: Engine, service_name: str) -> list[str]:
     with closing(engine.client()) as client:
-        return [c.id for c in client.containers.list(all=True, filters={"label": f"conveyor.service={service_name}"})]
+        # The low-level listing: containers.list() inspects each one, and one may go in between.
+        return [c["Id"] for c in client.api.containers(all=True, filters={"label": f"conveyor.service={service_name}"})]
 
 
 def _one_by_one(platform: Platform, name: str, count: int) -> list[str]:
