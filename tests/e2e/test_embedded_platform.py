@@ -294,6 +294,7 @@ def test_a_storage_outage_during_stage_out_is_retried_and_loses_nothing(
     put_text(platform, "outage/in/precious.txt", "keep me")
     job_id = _first_job_id(platform, "outage")
     wait_for_state(platform, job_id, {"running"})
+    _wait_for_log(platform, "outage", job_id, "INPUT_FILE_PATH variable set")  # stage-in done: the script sleeps
 
     platform.store.stop()
     _wait_for_attempt(platform, job_id, 2)
@@ -307,6 +308,13 @@ def test_a_storage_outage_during_stage_out_is_retried_and_loses_nothing(
     log = platform.read_log("outage", job_id)
     assert "job failed: stage-out failed uploading 'precious.txt'" in log, "attempt 1's cause is in the log"
     assert "(attempt 1)" in log and "(attempt 2)" in log, "every attempt's log is kept"
+
+
+def _wait_for_log(platform: Platform, service_name: str, job_id: str, text: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in (platform.read_log(service_name, job_id) or ""):
+        assert time.monotonic() < deadline, f"{text!r} never appeared in the log of {job_id}"
+        time.sleep(0.02)
 
 
 def _wait_for_attempt(platform: Platform, job_id: str, attempt: int, timeout_s: float = 60) -> None:

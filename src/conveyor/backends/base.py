@@ -47,6 +47,10 @@ class Backend(ABC):
     def can_accept(self, job: JobSpec) -> bool:
         """Whether the backend has room to start `job` now."""
 
+    def may_have_room(self) -> bool:
+        """False when no job at all could start now: the dispatcher then skips reading the queue."""
+        return True
+
     @abstractmethod
     def submit(self, job: JobSpec) -> JobHandle: ...
 
@@ -57,6 +61,9 @@ class Backend(ABC):
         nothing of it survived, so it must run again. Backends that cannot tell return None.
         """
         return None
+
+    def recovered(self) -> None:  # noqa: B027 - optional hook
+        """Every job an earlier platform left was adopted or queued again: tidy what nobody adopted."""
 
     @abstractmethod
     def status(self, handles: list[JobHandle]) -> list[JobStatus]: ...

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 SAFETY_WAKE_S = 5.0
 PAGE = 64
+FIRST_PAGE = 4
 
 
 @dataclass
@@ -64,6 +65,8 @@ class Dispatcher:
         self._services: dict[str, Service] = {}
         self._next_retry: float | None = None
         """time.monotonic() when the earliest queued retry is due."""
+        self._no_retry_waiting = False
+        """Known since the last look: no queued retry waits (retries queued later set _next_retry)."""
         self._cancelled: set[str] = set()
         """Running jobs a user cancelled: their end is recorded as cancelled, never retried."""
         for backend in backends.values():
@@ -160,9 +163,11 @@ class Dispatcher:
                 self._collect_finished()
                 if self._next_retry is not None and time.monotonic() >= self._next_retry:
                     self._schedule_retry_check(None)
+                    self._no_retry_waiting = False  # the next one (if any) is read again
                 self._dispatch_queued()
-                if self._next_retry is None:
+                if self._next_retry is None and not self._no_retry_waiting:
                     self._schedule_retry_check(self.ledger.next_retry_time())
+                    self._no_retry_waiting = self._next_retry is None
             except Exception:  # the dispatcher must survive any one bad job or a busy database
                 log.exception("dispatcher round failed; retrying")
 
@@ -217,18 +222,22 @@ class Dispatcher:
     def _dispatch_queued(self) -> None:
         """Start queued jobs in order; once a backend (or a service, see Backend.full_per_service) is
         full, the jobs behind it wait, so none is overtaken by a later one that happens to fit."""
-        full_backends: set[str] = set()
+        full_backends = {name for name, backend in self.backends.items() if not backend.may_have_room()}
+        if len(full_backends) == len(self.backends):
+            return  # every backend is full: reading the queue would start nothing
         waiting: set[str] = set()
         """Services whose jobs cannot start this round."""
+        size = FIRST_PAGE  # most rounds start a job or two (one finished, one arrived): read few first
         while True:
-            page = self.ledger.next_queued(PAGE, waiting)
+            page = self.ledger.next_queued(size, waiting)
             for job in page:
                 if job.service in waiting:
                     continue
                 if not self._start(job, full_backends):
                     waiting.add(job.service)
-            if len(page) < PAGE or len(full_backends) == len(self.backends):
+            if len(page) < size or len(full_backends) == len(self.backends):
                 return
+            size = PAGE
 
     def _start(self, job: ClaimedJob, full_backends: set[str]) -> bool:
         """Submit one job; False when its backend (or its service's share of it) is full."""

@@ -135,6 +135,8 @@ class Platform:
                     except ConveyorError as error:
                         log.warning("the notifications of %s input %s were not set up: %s", full.name, io.path, error)
             self.adopted, self.requeued = self.dispatcher.recover()
+            for backend in self.backends.values():
+                backend.recovered()
             self.dispatcher.start()
             self.reconciler = Reconciler(
                 self.ledger,

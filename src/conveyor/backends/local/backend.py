@@ -62,6 +62,10 @@ class Capacity:
                 and self.used_memory + service.memory_bytes <= self.memory
             )
 
+    def full(self) -> bool:
+        with self._lock:
+            return self.jobs >= self.max_jobs or (self.jobs > 0 and self.used_cpus >= self.cpus - 1e-9)
+
     def take(self, service: Service) -> None:
         with self._lock:
             self.used_cpus += service.cpu_cores
@@ -91,6 +95,7 @@ class LocalBackend(Backend):
         self._pool = ThreadPoolExecutor(max_workers=config.max_jobs, thread_name_prefix="job")
         self._futures: dict[str, Future[JobOutcome]] = {}
         self._lock = threading.Lock()
+        self._adopted_containers: set[str] = set()
 
     @property
     def runs_containers(self) -> bool:
@@ -110,13 +115,24 @@ class LocalBackend(Backend):
     def can_accept(self, job: JobSpec) -> bool:
         return self.capacity.fits(job.service)
 
+    def may_have_room(self) -> bool:
+        return not self.capacity.full()
+
     def submit(self, job: JobSpec) -> JobHandle:
         return self._start(job, resume=False)
 
     def adopt(self, job: JobSpec) -> JobHandle | None:
-        if RunRecord.load(job.work_dir) is None:
+        record = RunRecord.load(job.work_dir)
+        if record is None:
             return None  # the script never started: stage-in runs again with the next attempt
+        if record.container_id:
+            self._adopted_containers.add(record.container_id)
         return self._start(job, resume=True)
+
+    def recovered(self) -> None:
+        sweep = getattr(self.runner, "sweep_warm", None)
+        if sweep is not None:
+            sweep(self._adopted_containers)
 
     def _start(self, job: JobSpec, *, resume: bool) -> JobHandle:
         self.capacity.take(job.service)

@@ -24,12 +24,15 @@ from docker.types import DeviceRequest
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
 
+from conveyor.backends.local.deadlines import DEADLINES
 from conveyor.backends.local.warm import IDLE_COMMAND, OWNER_LABEL, WarmContainer, WarmPool
 from conveyor.errors import BackendError, BackendUnavailable, ImageError
 from conveyor.model.service import Service
 from conveyor.supervisor.run import RunRecord, ScriptInvocation, ScriptResult
 
 _REATTACH_POLL_S = 0.2
+ENGINE_ENDED_EXEC = 125
+"""An adopted exec that ended with this code or above was stopped by the engine, not by its script."""
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +72,11 @@ class DockerRunner:
 
     def enable_warm(self, owner: str, *, max_jobs: int, idle_s: float) -> None:
         self.pool = WarmPool(self.client.api, owner, max_jobs=max_jobs, idle_s=idle_s)
-        removed = self.pool.sweep()
-        if removed:
-            log.info("removed %d idle warm container(s) an earlier run left", removed)
+
+    def sweep_warm(self, keep: set[str]) -> None:
+        """After recovery: warm containers an earlier run left go, but those of adopted scripts."""
+        if self.pool is not None and (removed := self.pool.sweep(keep)):
+            log.info("removed %d warm container(s) an earlier run left", removed)
 
     @classmethod
     def discover(cls, configured: str | None, *, network: str | None = None) -> DockerRunner:
@@ -270,18 +275,17 @@ class DockerRunner:
         except (APIError, DockerException) as error:
             self.pool.remove(container.id)
             raise BackendError(f"the engine could not run the script in a warm container: {_explain(error)}") from error
-        RunRecord(kind="exec", started_at=time.time(), container_id=container.id, exec_id=exec_id).save(
-            invocation.work_dir
-        )
         self._running[invocation.job_id] = container.id
         expired = threading.Event()
-        deadline = threading.Timer(invocation.timeout_s, self._expire, args=(container.id, expired))
-        deadline.daemon = True
-        deadline.start()
+        deadline = DEADLINES.after(invocation.timeout_s, lambda: self._expire(container.id, expired))
         exit_code: int | None = None
         try:
             with invocation.log_path.open("ab") as log_file:
-                for chunk in api.exec_start(exec_id, stream=True):
+                output = api.exec_start(exec_id, stream=True)  # the script starts here, before any output
+                RunRecord(kind="exec", started_at=time.time(), container_id=container.id, exec_id=exec_id).save(
+                    invocation.work_dir
+                )
+                for chunk in output:
                     log_file.write(chunk)
             exit_code = api.exec_inspect(exec_id).get("ExitCode")
         except (APIError, DockerException, RequestsConnectionError) as error:
@@ -313,7 +317,7 @@ class DockerRunner:
             while True:
                 state = api.exec_inspect(record.exec_id)
                 if not state.get("Running"):
-                    return ScriptResult(exit_code=state.get("ExitCode"))
+                    return _adopted_exit(state.get("ExitCode"))
                 if time.monotonic() > deadline:
                     return ScriptResult(exit_code=None, timed_out=True)
                 time.sleep(_REATTACH_POLL_S)
@@ -324,6 +328,16 @@ class DockerRunner:
         finally:
             with contextlib.suppress(NotFound, APIError, DockerException):
                 api.remove_container(record.container_id, force=True)
+
+
+def _adopted_exit(code: int | None) -> ScriptResult:
+    """podman ends an exec whose client went away (code 125 or a signal's); dockerd lets it run on."""
+    if code is None or code >= ENGINE_ENDED_EXEC:
+        raise BackendError(
+            f"the script's exec ended with the platform (code {code}: podman stops an exec whose client is gone); "
+            "it runs again"
+        )
+    return ScriptResult(exit_code=code)
 
 
 def _explain(error: Exception) -> str:

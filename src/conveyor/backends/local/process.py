@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+from conveyor.backends.local.deadlines import DEADLINES
 from conveyor.errors import BackendError
 from conveyor.host_processes import command_line_mentions, is_alive, kill_group
 from conveyor.supervisor.run import RunRecord, ScriptInvocation, ScriptResult
@@ -74,12 +75,10 @@ class ProcessRunner:
         )
         with self._lock:
             self._running[invocation.job_id] = process.pid
-        # A timer kills the session at the deadline while this thread blocks in waitpid:
+        # The deadline watcher kills the session at the timeout while this thread blocks in waitpid:
         # Popen.wait(timeout) would instead poll with sleeps, adding milliseconds to every job.
         expired = threading.Event()
-        deadline = threading.Timer(invocation.timeout_s, self._expire, args=(invocation.job_id, process.pid, expired))
-        deadline.daemon = True
-        deadline.start()
+        deadline = DEADLINES.after(invocation.timeout_s, lambda: self._expire(invocation.job_id, process.pid, expired))
         try:
             code = process.wait()
         finally:

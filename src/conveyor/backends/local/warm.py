@@ -9,7 +9,7 @@ script with the job's environment, in its own directory.
 A container is recycled (removed) after `warm_max_jobs` jobs, after `warm_idle_s` without work,
 and after any job that failed, timed out, was cancelled or left a process behind: the next job of
 the service gets a fresh one. Containers carry the data directory as a label, so a platform that
-was killed finds and removes those it left idle.
+was killed finds and removes those it left (but those running a script it adopts).
 
 Isolation between jobs of one service is weaker than one container per job: files a job writes
 outside its directory stay for the next job in that container, and jobs of the service running at
@@ -89,8 +89,9 @@ class WarmPool:
         except (APIError, DockerException) as error:
             raise BackendError(f"the engine could not list the container's processes: {error}") from error
 
-    def sweep(self) -> int:
-        """Remove warm containers an earlier platform left, except those still running a job's exec."""
+    def sweep(self, keep: set[str]) -> int:
+        """Remove the warm containers an earlier platform left, except `keep` (those running a script
+        the new platform adopted: they go once it is collected)."""
         removed = 0
         try:
             found = self.api.containers(all=True, filters={"label": f"{OWNER_LABEL}={self.owner}"})
@@ -98,17 +99,10 @@ class WarmPool:
             log.warning("could not look for warm containers left by an earlier run: %s", error)
             return 0
         for entry in found:
-            if not self._running_an_exec(entry["Id"]):
+            if entry["Id"] not in keep:
                 self.remove(entry["Id"])
                 removed += 1
         return removed
-
-    def _running_an_exec(self, container_id: str) -> bool:
-        try:
-            exec_ids = self.api.inspect_container(container_id).get("ExecIDs") or []
-            return any(self.api.exec_inspect(exec_id).get("Running") for exec_id in exec_ids)
-        except (APIError, DockerException):
-            return False
 
     def close(self) -> None:
         self._stopping.set()
