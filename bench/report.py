@@ -325,8 +325,9 @@ def _notes_md(report: Report) -> str:
         "- Lithops: the clock includes creating the FunctionExecutor; `podman run`: a private store, `--rm`, "
         "`--network none`, one container per file.",
         "- Peak MiB: the largest PSS (shared pages split, not double-counted) of the measured process tree, "
-        f"sampled every {PSS_SAMPLE_S:g} s: the runner and its children (for Conveyor: SeaweedFS and the engine's "
-        "daemons too, not the containers, which their engine daemonises).",
+        f"sampled every 10 ms at first, then every {PSS_SAMPLE_S:g} s: the runner and its children (for Conveyor: "
+        "SeaweedFS and the engine's daemons too; not the uploader, which stands for the user, nor the containers, "
+        "which their engine daemonises); never less than the runner's own peak RSS.",
         "- Latency: one upload at a time, the next after the previous job finished. Script start is written "
         "by the script's first command; output stored is the job's end in the ledger, just after stage-out.",
         f"- This invocation took {report.duration_s / 60:.1f} min. `make bench` (the defaults) takes about "

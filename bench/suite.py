@@ -96,7 +96,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--files", type=int, metavar="N", help="files per throughput run (default 1000)")
     parser.add_argument(
-        "--container-files", type=int, metavar="N", help="files per run of a container row (default 200)"
+        "--container-files", type=int, metavar="N", help="files per run of a container row (default 100)"
     )
     parser.add_argument(
         "--repeats", type=int, metavar="R", help="measurements per throughput row and workload (default 3)"
@@ -197,6 +197,8 @@ def measure(task: Task, args: argparse.Namespace) -> Outcome:
     outcome.wall_s = time.perf_counter() - started
     if outcome.error is None:
         outcome.result, outcome.error = _parse_child(child.returncode, stdout, stderr)
+    # A run shorter than the first samples still has a weight: its runner's own peak.
+    outcome.peak_pss_mib = max(outcome.peak_pss_mib, outcome.result.get("runner_peak_rss_mib", 0.0))
     return outcome
 
 
@@ -213,7 +215,11 @@ def _parse_child(code: int, stdout: str, stderr: str) -> tuple[dict[str, Any], s
 
 
 class _PeakSampler:
-    """Largest PSS of a process tree, sampled every PSS_SAMPLE_S in a thread until stop()."""
+    """Largest PSS of a process tree, sampled in a thread until stop().
+
+    Sampling starts every 10 ms and slows down to PSS_SAMPLE_S, so a run of a few hundred
+    milliseconds is weighed too, without a long run paying for frequent /proc scans.
+    """
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -223,8 +229,10 @@ class _PeakSampler:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._done.wait(PSS_SAMPLE_S):
+        interval = 0.01
+        while not self._done.wait(interval):
             self.peak_kib = max(self.peak_kib, tree_pss_kib(self.pid))
+            interval = min(PSS_SAMPLE_S, interval * 1.5)
 
     def stop(self) -> int:
         self._done.set()
