@@ -56,7 +56,7 @@ QUICK_OUT = Path(tempfile.gettempdir()) / "conveyor-bench-quick"
 PARAMS = ("files", "container_files", "repeats", "workers", "uploads", "queue_events", "workloads")
 FULL = {
     "files": 1000,
-    "container_files": 200,
+    "container_files": 100,
     "repeats": 3,
     "uploads": 300,
     "queue_events": 10_000,
@@ -272,10 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         when=when.isoformat(timespec="seconds"),
         command=command_line("bench.suite"),
         machine=describe_machine(),
-        params={
-            k: getattr(args, k)
-            for k in ("files", "container_files", "repeats", "workers", "uploads", "queue_events", "workloads")
-        },
+        params={name: getattr(args, name) for name in PARAMS},
         duration_s=time.perf_counter() - started,
         rows=rows,
         workloads=[WORKLOADS[key] for key in workloads],
