@@ -8,6 +8,7 @@ with the command that installs it, so the report can say so instead of dropping 
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.harness import ToolMissing
+from bench.harness import REPO, ToolMissing
 from bench.workloads import LocalJobs, run_script
 
 XARGS_HINT = "apt-get install -y findutils"
@@ -92,6 +93,7 @@ def _lithops(jobs: LocalJobs, workers: int, *, version: int) -> float:
     import lithops
 
     arguments = [(str(jobs.script), str(source), str(jobs.output)) for source in jobs.inputs]
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     with tempfile.TemporaryDirectory(prefix="bench-lithops-") as scratch:
         config = Path(scratch) / "lithops.yaml"
         config.write_text(yaml.safe_dump(lithops_config(workers, version)))
@@ -104,9 +106,14 @@ def _lithops(jobs: LocalJobs, workers: int, *, version: int) -> float:
 
 
 def lithops_config(workers: int, version: int) -> dict[str, dict[str, object]]:
-    """Localhost compute and storage, this Python as the runtime: nothing reaches the network."""
+    """Localhost compute and storage, this Python as the runtime: nothing reaches the network.
+
+    `include_modules: none`: the workers import the bench from PYTHONPATH instead of unpacking
+    shipped copies, which v2's concurrent workers rewrite under each other's imports (a run of
+    1,000 calls failed on a half-written bench/workloads.py).
+    """
     return {
-        "lithops": {"backend": "localhost", "storage": "localhost", "log_level": "WARNING"},
+        "lithops": {"backend": "localhost", "storage": "localhost", "log_level": "WARNING", "include_modules": "none"},
         "localhost": {"runtime": sys.executable, "worker_processes": workers, "version": version},
     }
 

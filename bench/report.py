@@ -1,7 +1,7 @@
 """The suite's results as JSON (everything measured), markdown (ratios first) and a PNG chart.
 
-Ratios compare medians per file (seconds ÷ N), so a container row run with a smaller N still
-compares with the baselines; for every other row N is the same and the ratio is plain medians.
+Ratios compare medians per file (seconds ÷ N), so a slow row run with a smaller N still compares
+with the others; for every other row N is the same and the ratio is plain medians.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def throughput(report: Report) -> dict[str, dict[str, Stats]]:
                 for key in ("mean_job_s", "serial_s", "runner_peak_rss_mib")
                 if key in done[0].result
             }
-            files = report.params["container_files" if row.containers else "files"]
+            files = report.params["slow_files" if row.slow else "files"]
             runs = [o.result["elapsed_s"] for o in done]
             table.setdefault(workload.key, {})[row.key] = Stats(files, runs, max(o.peak_pss_mib for o in done), extras)
     return table
@@ -317,7 +317,7 @@ def _notes_md(report: Report) -> str:
         "## How to read this\n",
         "- Ratios come first and are what to quote: this machine is shared and its seconds drift; each ratio is "
         "this row's median time per file ÷ the column's, both from this invocation.",
-        f"- Container rows run N = {report.params['container_files']} files (a container per file is slow), the "
+        f"- Slow rows (a container or a Lithops v2 call per file) run N = {report.params['slow_files']} files, the "
         f"others N = {report.params['files']}; ratios are per file, so they compare.",
         "- Conveyor rows: the clock runs from the first PUT (a separate uploader process, 8 threads) to the "
         "ledger's end time of the last job, whose outputs are stored; every output is checked. Platform and "

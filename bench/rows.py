@@ -2,8 +2,8 @@
 
 Throughput rows run a workload (W, W2) over N files and return `elapsed_s`; the floor row returns
 the serial time divided by the workers, so every row reads as "seconds for N files, 2 at a time".
-Container rows take `container_files` instead of `files` (a container per file is slow), and the
-report compares rows per file. Scenario rows (latency, chain, queue) run once per invocation: each
+Slow rows (a container or a Lithops v2 call per file: ≥ 0.1 s each) take `slow_files` instead of
+`files`, and the report compares rows per file. Scenario rows (latency, chain, queue) run once per invocation: each
 already measures hundreds of uploads or thousands of events.
 
 Conveyor and the engines' SDK are imported inside the rows that use them, so a baseline's process
@@ -42,7 +42,8 @@ class Row:
     title: str
     kind: Literal["floor", "baseline", "conveyor", "scenario"]
     measure: Measure
-    containers: bool = False
+    slow: bool = False
+    """Costs ≥ 0.1 s per file: runs `slow_files` files instead of `files`."""
     requires: Callable[[], object] | None = None
     """Raises ToolMissing when the row's tool is not installed; checked before anything runs."""
 
@@ -130,7 +131,7 @@ ROWS = [
     Row("xargs", "xargs -P", "baseline", _local(baselines.xargs), requires=_XARGS),
     Row("parallel", "GNU parallel", "baseline", _local(baselines.gnu_parallel), requires=_PARALLEL),
     Row("lithops-v1", "Lithops localhost v1", "baseline", _local(baselines.lithops_v1), requires=_LITHOPS),
-    Row("lithops-v2", "Lithops localhost v2 (default)", "baseline", _local(baselines.lithops_v2), requires=_LITHOPS),
+    Row("lithops-v2", "Lithops localhost v2 (default)", "baseline", _local(baselines.lithops_v2), True, _LITHOPS),
     Row("podman-run", "podman run --rm per file", "baseline", _local(_podman_run), True, _engine("podman")),
     Row("conveyor-process", "Conveyor, host processes", "conveyor", _conveyor("process")),
     Row("conveyor-podman", "Conveyor, podman (Docker API)", "conveyor", _conveyor("podman"), True, _engine("podman")),

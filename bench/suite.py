@@ -53,16 +53,16 @@ from bench.workloads import WORKLOADS
 
 QUICK_OUT = Path(tempfile.gettempdir()) / "conveyor-bench-quick"
 """Quick runs never overwrite the committed results of a full run."""
-PARAMS = ("files", "container_files", "repeats", "workers", "uploads", "queue_events", "workloads")
+PARAMS = ("files", "slow_files", "repeats", "workers", "uploads", "queue_events", "workloads")
 FULL = {
     "files": 1000,
-    "container_files": 100,
+    "slow_files": 100,
     "repeats": 3,
     "uploads": 300,
     "queue_events": 10_000,
     "workloads": "w,w2",
 }
-QUICK = {"files": 10, "container_files": 4, "repeats": 1, "uploads": 5, "queue_events": 50, "workloads": "w"}
+QUICK = {"files": 10, "slow_files": 4, "repeats": 1, "uploads": 5, "queue_events": 50, "workloads": "w"}
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--files", type=int, metavar="N", help="files per throughput run (default 1000)")
     parser.add_argument(
-        "--container-files", type=int, metavar="N", help="files per run of a container row (default 100)"
+        "--slow-files", type=int, metavar="N", help="files per run of a slow row: containers, Lithops v2 (default 100)"
     )
     parser.add_argument(
         "--repeats", type=int, metavar="R", help="measurements per throughput row and workload (default 3)"
@@ -150,7 +150,7 @@ def plan(rows: list[Row], workloads: list[str], repeats: int) -> list[Task]:
 
 
 def child_command(task: Task, args: argparse.Namespace) -> list[str]:
-    files = args.container_files if task.row.containers else args.files
+    files = args.slow_files if task.row.slow else args.files
     return [
         sys.executable,
         "-m",
@@ -175,7 +175,7 @@ def timeout_for(task: Task, args: argparse.Namespace) -> float:
         return 600 + args.queue_events * 0.3
     if not task.row.is_throughput:
         return 300 + args.uploads * 5
-    return 300 + (args.container_files * 3 if task.row.containers else args.files * 1.0)
+    return 300 + (args.slow_files * 3 if task.row.slow else args.files * 1.0)
 
 
 def measure(task: Task, args: argparse.Namespace) -> Outcome:
