@@ -66,7 +66,7 @@ def throughput(report: Report) -> dict[str, dict[str, Stats]]:
                 continue
             extras = {
                 key: statistics.median(o.result[key] for o in done)
-                for key in ("mean_job_s", "serial_s", "runner_peak_rss_mib")
+                for key in ("mean_job_s", "serial_s", "script_cpu_s", "runner_peak_rss_mib")
                 if key in done[0].result
             }
             files = report.params["slow_files" if row.slow else "files"]
@@ -248,11 +248,11 @@ def _throughput_md(report: Report, workload: Workload) -> str:
         else:
             cells = [row.title, _absent(report, row, workload.key), *[""] * (len(header) - 2)]
         lines.append(_row_md(cells))
-    if "floor" in stats:
-        per_file = stats["floor"].extras["serial_s"] / stats["floor"].files * 1000
+    if floor := stats.get("floor"):
+        cpu, wall = (floor.extras[key] / floor.files * 1000 for key in ("script_cpu_s", "serial_s"))
         lines.append(
-            f"\nThe script alone costs {per_file:.1f} ms per file (serial run ÷ N); the floor is that × N ÷ "
-            f"{report.params['workers']} workers."
+            f"\nThe script alone costs {cpu:.1f} ms of CPU per file ({wall:.1f} ms wall when run serially); "
+            f"the floor is N times that CPU, divided by {report.params['workers']} workers."
         )
     if mean_job := stats.get("conveyor-process", None):
         lines.append(

@@ -1,7 +1,7 @@
 """Every row of the suite, by key: what it runs and how one measurement of it is taken.
 
 Throughput rows run a workload (W, W2) over N files and return `elapsed_s`; the floor row returns
-the serial time divided by the workers, so every row reads as "seconds for N files, 2 at a time".
+the scripts' CPU divided by the workers, so every row reads as "seconds for N files, 2 at a time".
 Slow rows (a container or a Lithops v2 call per file: ≥ 0.1 s each) take `slow_files` instead of
 `files`, and the report compares rows per file. Scenario rows (latency, chain, queue) run once per invocation: each
 already measures hundreds of uploads or thousands of events.
@@ -61,7 +61,7 @@ class Row:
         return self.kind != "scenario"
 
 
-def _local(run: Callable[[LocalJobs, int], float], divide_by_workers: bool = False) -> Measure:
+def _local(run: Callable[[LocalJobs, int], float]) -> Measure:
     """A baseline over local files; fails if an output is missing, so no row is fast by doing less."""
 
     def measure(params: Params, scratch: Path) -> dict[str, Any]:
@@ -69,8 +69,6 @@ def _local(run: Callable[[LocalJobs, int], float], divide_by_workers: bool = Fal
         elapsed = run(jobs, params.workers)
         if jobs.count_outputs() != params.files:
             raise RuntimeError(f"{jobs.count_outputs()} outputs for {params.files} inputs")
-        if divide_by_workers:
-            return {"elapsed_s": elapsed / params.workers, "serial_s": elapsed}
         return {"elapsed_s": elapsed}
 
     return measure
@@ -89,6 +87,15 @@ def _podman_run(jobs: LocalJobs, workers: int) -> float:
     from bench.containers import podman_run_per_file
 
     return podman_run_per_file(jobs, workers)
+
+
+def _floor(params: Params, scratch: Path) -> dict[str, Any]:
+    """N times the script's CPU per file, divided by the workers (see baselines.script_alone)."""
+    jobs = lay_out(scratch / "jobs", params.workload, params.files)
+    wall, cpu = baselines.script_alone(jobs)
+    if jobs.count_outputs() != params.files:
+        raise RuntimeError(f"{jobs.count_outputs()} outputs for {params.files} inputs")
+    return {"elapsed_s": cpu / params.workers, "serial_s": wall, "script_cpu_s": cpu}
 
 
 def _conveyor(runtime: str) -> Measure:
@@ -126,7 +133,7 @@ _XARGS = partial(baselines.require_tool, "xargs", baselines.XARGS_HINT)
 _PARALLEL = partial(baselines.require_tool, "parallel", baselines.PARALLEL_HINT)
 _LITHOPS = baselines.require_lithops
 ROWS = [
-    Row("floor", "floor: the script alone, serially, ÷ workers", "floor", _local(baselines.serial, True)),
+    Row("floor", "floor: the script's own CPU ÷ workers", "floor", _floor),
     Row("pool", "ProcessPoolExecutor + subprocess", "baseline", _local(baselines.process_pool)),
     Row("xargs", "xargs -P", "baseline", _local(baselines.xargs), requires=_XARGS),
     Row("parallel", "GNU parallel", "baseline", _local(baselines.gnu_parallel), requires=_PARALLEL),

@@ -8,7 +8,7 @@ another user of the machine spreads over rows instead of hitting one. Compare ra
 seconds: only ratios between rows of the same invocation survive a noisy machine.
 
 Throughput rows (per workload):
-  floor             the script alone, serially, divided by the workers
+  floor             the script's own CPU (measured serially), divided by the workers
   pool              ProcessPoolExecutor + subprocess over local files
   xargs, parallel   xargs -P / GNU parallel over local files
   lithops-v1/-v2    Lithops localhost, offline, this Python as runtime
