@@ -19,8 +19,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform as host
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,21 +31,17 @@ from typing import Any
 
 import boto3
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for bench and tests.support
+
+from bench.conveyor_runs import embedded_platform
+from bench.harness import RESULTS, command_line, describe_machine, summarize_ms
+from bench.workloads import COPY
 from conveyor.model.event import utcnow
 from conveyor.model.job import TERMINAL_STATES
 from conveyor.model.service import Service
-from conveyor.platform.platform import Platform
-from conveyor.settings import Settings
 
-SCRIPT = 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH")"'
-RESULTS = Path(__file__).parent / "results"
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 KEYS = {"access_key": "bench", "secret_key": "bench-secret"}
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[round(fraction * (len(ordered) - 1))]
 
 
 @contextmanager
@@ -71,65 +65,49 @@ def measure(endpoint: str | None, puts: int, gap_s: float, bucket: str) -> tuple
 
     `endpoint` None: the input is on the platform's own store (`minio.default`).
     """
-    with tempfile.TemporaryDirectory(prefix="conveyor-ceph-latency-") as scratch:
-        settings = Settings(
-            data_dir=Path(scratch) / "data",
-            api={"port": 0},
-            storage={"s3_port": 0},
-            local={"runtime": "process"},
-            dispatch={"reconcile_interval_s": 0},
+    with (
+        tempfile.TemporaryDirectory(prefix="conveyor-ceph-latency-") as scratch,
+        embedded_platform(
+            Path(scratch), local={"runtime": "process"}, dispatch={"reconcile_interval_s": 0}
+        ) as platform,
+    ):
+        provider_name = "s3.ceph" if endpoint else "minio.default"
+        providers = {"s3": {"ceph": {"endpoint": endpoint, **KEYS, "events": "sns"}}} if endpoint else {}
+        service = Service.model_validate(
+            {
+                "name": "latency",
+                "image": "-",
+                "script": COPY,
+                "input": [{"storage_provider": provider_name, "path": f"{bucket}/in"}],
+                "output": [{"path": "bench-out/out"}],
+                "storage_providers": providers,
+            }
         )
-        platform = Platform(settings)
-        platform.start()
-        try:
-            provider_name = "s3.ceph" if endpoint else "minio.default"
-            providers = {"s3": {"ceph": {"endpoint": endpoint, **KEYS, "events": "sns"}}} if endpoint else {}
-            service = Service.model_validate(
-                {
-                    "name": "latency",
-                    "image": "-",
-                    "script": SCRIPT,
-                    "input": [{"storage_provider": provider_name, "path": f"{bucket}/in"}],
-                    "output": [{"path": "bench-out/out"}],
-                    "storage_providers": providers,
-                }
-            )
-            platform.apply([service])
-            creds = platform.s3_credentials
-            s3: Any = boto3.client(
-                "s3",
-                endpoint_url=endpoint or creds.endpoint,
-                aws_access_key_id=KEYS["access_key"] if endpoint else creds.access_key,
-                aws_secret_access_key=KEYS["secret_key"] if endpoint else creds.secret_key,
-                region_name="us-east-1",
-            )
-            put_at: dict[str, datetime] = {}
-            for i in range(puts):
-                key = f"in/f{i:05d}.txt"
-                put_at[key] = utcnow()
-                s3.put_object(Bucket=bucket, Key=key, Body=b"x")
-                time.sleep(gap_s)
-            while True:
-                jobs = [r for _, r in platform.ledger.list_jobs("latency", limit=puts * 2)]
-                if sum(1 for job in jobs if job.state in TERMINAL_STATES) >= puts:
-                    break
-                time.sleep(0.05)
-            platform.delete_service("latency")  # takes the topic and the notification down
-            triggered = [job for job in jobs if job.trigger and job.started_at]
-            created = [(job.created_at - put_at[job.trigger.ref.key]).total_seconds() for job in triggered]
-            started = [(job.started_at - put_at[job.trigger.ref.key]).total_seconds() for job in triggered]
-            return created, started
-        finally:
-            platform.stop()
-
-
-def summary(latencies: list[float]) -> dict[str, float]:
-    return {
-        "p50": round(statistics.median(latencies) * 1000, 1),
-        "p99": round(percentile(latencies, 0.99) * 1000, 1),
-        "min": round(min(latencies) * 1000, 1),
-        "max": round(max(latencies) * 1000, 1),
-    }
+        platform.apply([service])
+        creds = platform.s3_credentials
+        s3: Any = boto3.client(
+            "s3",
+            endpoint_url=endpoint or creds.endpoint,
+            aws_access_key_id=KEYS["access_key"] if endpoint else creds.access_key,
+            aws_secret_access_key=KEYS["secret_key"] if endpoint else creds.secret_key,
+            region_name="us-east-1",
+        )
+        put_at: dict[str, datetime] = {}
+        for i in range(puts):
+            key = f"in/f{i:05d}.txt"
+            put_at[key] = utcnow()
+            s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+            time.sleep(gap_s)
+        while True:
+            jobs = [r for _, r in platform.ledger.list_jobs("latency", limit=puts * 2)]
+            if sum(1 for job in jobs if job.state in TERMINAL_STATES) >= puts:
+                break
+            time.sleep(0.05)
+        platform.delete_service("latency")  # takes the topic and the notification down
+        triggered = [job for job in jobs if job.trigger and job.started_at]
+        created = [(job.created_at - put_at[job.trigger.ref.key]).total_seconds() for job in triggered]
+        started = [(job.started_at - put_at[job.trigger.ref.key]).total_seconds() for job in triggered]
+        return created, started
 
 
 def radosgw_version() -> str:
@@ -155,16 +133,16 @@ def main() -> None:
                 {
                     "gap_s": gap_s,
                     "jobs": len(created),
-                    "latency_ms": summary(created),
-                    "put_to_job_start_ms": summary(started),
+                    "latency_ms": summarize_ms(created),
+                    "put_to_job_start_ms": summarize_ms(started),
                 }
             )
 
     result = {
         "benchmark": f"event_latency_{args.source}",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command_line(),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{host.machine()}, {os.cpu_count()} cores, Python {host.python_version()}",
+        "machine": describe_machine(),
         "store": (
             f"Ceph RGW {radosgw_version()} (single node, memstore OSD), non-persistent SNS topic, HTTP push"
             if args.source == "ceph"

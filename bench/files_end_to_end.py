@@ -3,6 +3,7 @@
 Both run the same trivial copy script with `sh`, two at a time on this machine's cores; the
 baseline reads and writes local files, Conveyor goes through the embedded S3 store, its events,
 the ledger, the dispatcher and the supervisor. Results go to bench/results/ as JSON and markdown.
+The same two rows, with every other baseline beside them: `python -m bench.suite`.
 
     .venv/bin/python bench/files_end_to_end.py --files 1000 --repeats 3
 """
@@ -11,83 +12,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform as host
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from conveyor.model.event import ObjectRef
-from conveyor.model.job import TERMINAL_STATES
-from conveyor.model.service import Service
-from conveyor.platform.platform import Platform
-from conveyor.settings import Settings
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for bench and tests.support
 
-SCRIPT = 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH")"'
-RESULTS = Path(__file__).parent / "results"
-
-
-def copy_one(paths: tuple[str, str]) -> int:
-    source, target = paths
-    env = {"INPUT_FILE_PATH": source, "TMP_OUTPUT_DIR": target, "PATH": os.environ["PATH"]}
-    return subprocess.run(["/bin/sh", "-c", SCRIPT], env=env, check=True).returncode
+from bench.baselines import process_pool
+from bench.conveyor_runs import files_through
+from bench.harness import RESULTS, command_line, describe_machine
+from bench.workloads import W, lay_out
 
 
 def baseline_process_pool(files: int, workers: int) -> float:
     with tempfile.TemporaryDirectory() as scratch:
-        root = Path(scratch)
-        (root / "out").mkdir()
-        sources = []
-        for i in range(files):
-            path = root / f"f{i:05d}.txt"
-            path.write_bytes(os.urandom(512).hex().encode())
-            sources.append((str(path), str(root / "out")))
-        started = time.perf_counter()
-        with ProcessPoolExecutor(workers) as pool:
-            list(pool.map(copy_one, sources, chunksize=1))
-        return time.perf_counter() - started
+        return process_pool(lay_out(Path(scratch), W, files), workers)
 
 
 def conveyor_end_to_end(files: int, workers: int) -> tuple[float, float]:
     """Seconds from the first put to the last output stored, and the ledger's mean job time."""
     with tempfile.TemporaryDirectory() as scratch:
-        settings = Settings(
-            data_dir=Path(scratch) / "data",
-            api={"port": 0},
-            storage={"s3_port": 0},
-            local={"runtime": "process", "cpus": float(workers)},
-        )
-        platform = Platform(settings)
-        platform.start()
-        try:
-            svc = Service(name="copy", image="-", script=SCRIPT, cpu="1", input=[{"path": "bench/in"}],
-                          output=[{"path": "bench/out"}])  # fmt: skip
-            platform.apply([svc])
-            store = platform.storage.default
-            payload = os.urandom(512).hex().encode()
-            started = time.perf_counter()
-            with ThreadPoolExecutor(8) as pool:
-                list(
-                    pool.map(
-                        lambda i: store.put_bytes(ObjectRef.parse(f"bench/in/f{i:05d}.txt"), payload), range(files)
-                    )
-                )
-            while True:
-                counts = platform.ledger.count_jobs("copy").get("copy", {})
-                if sum(n for state, n in counts.items() if state in TERMINAL_STATES) >= files:
-                    break
-                time.sleep(0.02)
-            elapsed = time.perf_counter() - started
-            jobs = [r for _, r in platform.ledger.list_jobs("copy", limit=files)]
-            assert sum(1 for _ in store.list("bench", "out/")) >= files, "outputs missing"
-            return elapsed, statistics.mean(j.duration_s or 0 for j in jobs)
-        finally:
-            platform.stop()
+        run = files_through("process", W, files, workers, Path(scratch))
+        return run.elapsed_s, run.mean_job_s
 
 
 def main() -> None:
@@ -106,9 +54,9 @@ def main() -> None:
 
     result = {
         "benchmark": "files_end_to_end",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command_line(),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{host.machine()}, {os.cpu_count()} cores, Python {host.python_version()}",
+        "machine": describe_machine(),
         "files": args.files,
         "workers": args.workers,
         "baseline_process_pool_s": baseline,

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform as host
 import statistics
 import sys
 import tempfile
@@ -26,11 +24,12 @@ import boto3
 import httpx
 from botocore.client import Config
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.support
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for bench and tests.support
 
+from bench.harness import RESULTS, command_line, describe_machine, percentile, status_kib
+from bench.workloads import COPY
 from tests.support.cli import Cli, cli_environment, start_up, stop_up
 
-RESULTS = Path(__file__).parent / "results"
 WORKFLOW = """\
 functions:
   oscar:
@@ -44,39 +43,16 @@ functions:
 """
 
 
-def rss_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=10_000)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="conveyor-queue-") as scratch:
-        work = Path(scratch)
-        (work / "copy.sh").write_text('cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH")"\n')
-        (work / "workflow.yaml").write_text(WORKFLOW)
-        env = cli_environment(work)
-        up = start_up(env, work)
-        try:
-            result = measure(env, work, up.pid, args.files)
-        finally:
-            stop_up(up, work)
-
-    result |= {
+    result = run(args.files) | {
         "benchmark": "queue_backpressure",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command_line(),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{host.machine()}, {os.cpu_count()} cores, Python {host.python_version()}",
+        "machine": describe_machine(),
         "files": args.files,
     }
     RESULTS.mkdir(exist_ok=True)
@@ -93,6 +69,20 @@ def main() -> None:
     )
     (RESULTS / "queue_backpressure.md").write_text(table)
     print(table)
+
+
+def run(files: int) -> dict[str, float | int]:
+    """Start `conveyor up`, queue `files` events, measure while they drain, stop it."""
+    with tempfile.TemporaryDirectory(prefix="conveyor-queue-") as scratch:
+        work = Path(scratch)
+        (work / "copy.sh").write_text(COPY + "\n")
+        (work / "workflow.yaml").write_text(WORKFLOW)
+        env = cli_environment(work)
+        up = start_up(env, work)
+        try:
+            return measure(env, work, up.pid, files)
+        finally:
+            stop_up(up, work)
 
 
 def measure(env: dict[str, str], work: Path, up_pid: int, files: int) -> dict[str, float | int]:
@@ -143,8 +133,8 @@ def measure(env: dict[str, str], work: Path, up_pid: int, files: int) -> dict[st
     return {
         "put_per_s": files / put_s,
         "max_queued": max_queued,
-        "peak_rss_mib": rss_kib(up_pid, "VmHWM") / 1024,
-        "seaweedfs_rss_mib": rss_kib(weed_pid, "VmRSS") / 1024,
+        "peak_rss_mib": status_kib(up_pid, "VmHWM") / 1024,
+        "seaweedfs_rss_mib": status_kib(weed_pid, "VmRSS") / 1024,
         "api_p50_ms": statistics.median(latencies),
         "api_p99_ms": percentile(latencies, 0.99),
         "api_max_ms": max(latencies),
