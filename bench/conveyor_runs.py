@@ -30,7 +30,8 @@ POLL_S = 0.1
 @contextlib.contextmanager
 def embedded_platform(scratch: Path, **settings: Any) -> Iterator[Platform]:
     """A platform on free ports with its data under `scratch`; `settings` override Settings fields."""
-    platform = Platform(Settings(data_dir=scratch / "data", api={"port": 0}, storage={"s3_port": 0}, **settings))
+    free_ports: dict[str, Any] = {"api": {"port": 0}, "storage": {"s3_port": 0}}
+    platform = Platform(Settings(data_dir=scratch / "data", **(free_ports | settings)))
     platform.start()
     try:
         yield platform
@@ -52,8 +53,8 @@ def platform_for(runtime: str, scratch: Path, workers: int, **settings: Any) -> 
 
 
 def uploader_for(platform: Platform) -> Uploader:
-    creds = platform.s3_credentials
-    return Uploader(creds.endpoint, creds.access_key, creds.secret_key)
+    keys = platform.credentials
+    return Uploader(platform.store.s3_endpoint, keys.s3_access_key, keys.s3_secret_key)
 
 
 def copy_service(name: str, script: str, source: str, target: str) -> Service:

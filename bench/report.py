@@ -64,7 +64,7 @@ def throughput(report: Report) -> dict[str, dict[str, Stats]]:
             done = [o for o in report.outcomes if o.task.row is row and o.task.workload == workload.key and not o.error]
             if not done or not row.is_throughput:
                 continue
-            extras = {
+            extras: dict[str, float] = {
                 key: statistics.median(o.result[key] for o in done)
                 for key in ("mean_job_s", "serial_s", "script_cpu_s", "runner_peak_rss_mib")
                 if key in done[0].result
