@@ -57,6 +57,8 @@ def test_successive_jobs_of_a_service_share_one_warm_container(
     cold = _one_by_one(platform, "cold", 2)
 
     assert len(set(warm)) == 1, warm
+    idle = [c for containers in platform.backend.runner.pool._idle.values() for c in containers]
+    assert idle and all(c.init_pid for c in idle), "leftovers are found from /proc, not the engine's top"
     assert len(set(cold)) == 2, "warm: false gives every job its own container"
     assert len(_containers_of(container_engine, "warm")) == 1
     platform.stop()

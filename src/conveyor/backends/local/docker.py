@@ -27,6 +27,7 @@ from requests.exceptions import ReadTimeout
 from conveyor.backends.local.deadlines import DEADLINES
 from conveyor.backends.local.warm import IDLE_COMMAND, OWNER_LABEL, WarmContainer, WarmPool
 from conveyor.errors import BackendError, BackendUnavailable, ImageError
+from conveyor.host_processes import command_line_mentions
 from conveyor.model.service import Service
 from conveyor.supervisor.run import RunRecord, ScriptInvocation, ScriptResult
 
@@ -262,7 +263,15 @@ class DockerRunner:
             self._cold_images.add(service.image)
             self.pool.remove(created["Id"])
             return None
-        return WarmContainer(id=created["Id"], key=key)
+        return WarmContainer(id=created["Id"], key=key, init_pid=self._host_pid(created["Id"]))
+
+    def _host_pid(self, container_id: str) -> int | None:
+        """PID 1 of the container as this host sees it, or None when the engine is elsewhere."""
+        try:
+            pid = int(self.client.api.inspect_container(container_id)["State"]["Pid"])
+        except (APIError, DockerException, KeyError, TypeError, ValueError):
+            return None
+        return pid if pid > 0 and command_line_mentions(pid, IDLE_COMMAND[0]) else None
 
     def _exec(self, container: WarmContainer, invocation: ScriptInvocation) -> ScriptResult:
         assert self.pool is not None
@@ -297,7 +306,7 @@ class DockerRunner:
             self._running.pop(invocation.job_id, None)
         stopped = expired.is_set() or invocation.job_id in self._cancelled
         self._cancelled.discard(invocation.job_id)
-        reusable = not stopped and exit_code == 0 and self.pool.busy_processes(container.id) == 0
+        reusable = not stopped and exit_code == 0 and self.pool.busy_processes(container) == 0
         self.pool.release(container, reusable=reusable)
         if expired.is_set():
             return ScriptResult(exit_code=None, timed_out=True)
