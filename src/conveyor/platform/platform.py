@@ -186,7 +186,7 @@ class Platform:
         return SlurmBackend(self.settings.slurm, shared, S3Credentials.model_validate(self.minio_provider()))
 
     def backend_for(self, service: Service) -> Backend | None:
-        return self.backends.get(service.backend or self.settings.backend)
+        return self.backends.get(self.dispatcher.backend_name(service))
 
     def _take_data_dir_lock(self) -> None:
         lock = (self.layout.root / ".lock").open("w")
@@ -258,7 +258,7 @@ class Platform:
         problems += [
             Problem(
                 field=f"{service.name}.backend",
-                message=f"backend {service.backend or self.settings.backend!r} is not enabled on this platform: "
+                message=f"backend {self.dispatcher.backend_name(service)!r} is not enabled on this platform: "
                 "set `enabled = true` under [slurm] in conveyor.toml (or CONVEYOR_SLURM__ENABLED=true) and restart",
             )
             for service in services

@@ -154,15 +154,10 @@ class DockerRunner:
             "environment": invocation.env,
             "working_dir": work,
             "volumes": {work: {"bind": work, "mode": "rw"}},
-            "nano_cpus": int(service.cpu_cores * 1e9),
-            "mem_limit": service.memory_bytes,
             "labels": {"conveyor.job": invocation.job_id, "conveyor.service": service.name},
             "detach": True,
+            **self._limits(service),
         }
-        if self.network:
-            options["network_mode"] = self.network
-        if service.enable_gpu:
-            options["device_requests"] = [DeviceRequest(count=1, capabilities=[["gpu"]])]
         try:
             container = self.client.containers.create(service.image, **options)
         except ImageNotFound as error:
@@ -228,6 +223,15 @@ class DockerRunner:
 
     # ---- warm containers -----------------------------------------------------------------
 
+    def _limits(self, service: Service) -> dict[str, Any]:
+        """The service's cpu, memory, GPU and the network: the same for a job's container and a warm one."""
+        limits: dict[str, Any] = {"nano_cpus": int(service.cpu_cores * 1e9), "mem_limit": service.memory_bytes}
+        if self.network:
+            limits["network_mode"] = self.network
+        if service.enable_gpu:
+            limits["device_requests"] = [DeviceRequest(count=1, capabilities=[["gpu"]])]
+        return limits
+
     def _warm_container(self, service: Service, invocation: ScriptInvocation) -> WarmContainer | None:
         """An idle warm container of the service, or a new one; None when the image cannot idle."""
         assert self.pool is not None
@@ -237,21 +241,13 @@ class DockerRunner:
             return container
         mount = str(invocation.work_dir.parent)
         api = self.client.api
-        host_config: dict[str, Any] = {
-            "binds": {mount: {"bind": mount, "mode": "rw"}},
-            "nano_cpus": int(service.cpu_cores * 1e9),
-            "mem_limit": service.memory_bytes,
-        }
-        if self.network:
-            host_config["network_mode"] = self.network
-        if service.enable_gpu:
-            host_config["device_requests"] = [DeviceRequest(count=1, capabilities=[["gpu"]])]
         try:
+            host_config = api.create_host_config(binds={mount: {"bind": mount, "mode": "rw"}}, **self._limits(service))
             created = api.create_container(
                 service.image,
                 command=IDLE_COMMAND,
                 labels={OWNER_LABEL: self.pool.owner, "conveyor.service": service.name},
-                host_config=api.create_host_config(**host_config),
+                host_config=host_config,
             )
         except (APIError, DockerException) as error:
             raise BackendError(f"the engine could not create a warm container: {_explain(error)}") from error

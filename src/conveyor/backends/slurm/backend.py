@@ -153,7 +153,8 @@ class SlurmBackend(Backend):
                 self._jobs[job.job_id] = tracked
                 self._wake.notify_all()
         else:
-            tracked.native_id = self.commands.submit(self._options(job.service, tracked), tracked.job_dir / "job.sh")
+            options = self._options(job.service, tracked.name, tracked.job_dir / "slurm.out")
+            tracked.native_id = self.commands.submit(options, tracked.job_dir / "job.sh")
             self._save_submission(tracked)
             with self._wake:
                 self._jobs[job.job_id] = tracked
@@ -169,11 +170,8 @@ class SlurmBackend(Backend):
             saved = Submission.model_validate_json((job_dir / SUBMISSION_FILE).read_text())
         except (OSError, ValueError):
             saved = Submission(name=_job_name(job))
-        tracked = _Tracked(spec=job, job_dir=job_dir, name=saved.name, task=saved.task, native_id=saved.native_id)
-        if saved.task is not None:
-            tracked.slurm_out = self.shared_dir / "arrays" / saved.name / f"{saved.task}.out"
-        else:
-            tracked.slurm_out = job_dir / "slurm.out"
+        tracked = _Tracked(spec=job, job_dir=job_dir, name=saved.name, native_id=saved.native_id)
+        self._place(tracked, saved.name, saved.task)
         with self._wake:
             self._jobs[job.job_id] = tracked
             self._wake.notify_all()
@@ -246,14 +244,27 @@ class SlurmBackend(Backend):
             f"# Conveyor job {job.job_id}, attempt {job.attempt}, service {job.service.name}\n"
             f"exec {shlex.quote(self.python)} -m conveyor.backends.slurm.node {shlex.quote(str(job_file))}\n"
         )
-        return _Tracked(spec=job, job_dir=job_dir, name=_job_name(job), slurm_out=job_dir / "slurm.out")
+        tracked = _Tracked(spec=job, job_dir=job_dir, name=_job_name(job))
+        self._place(tracked, tracked.name, None)
+        return tracked
 
-    def _options(self, service: Service, tracked: _Tracked) -> list[str]:
+    def _array_dir(self, name: str) -> Path:
+        return self.shared_dir / "arrays" / name
+
+    def _place(self, tracked: _Tracked, name: str, task: int | None) -> None:
+        """The Slurm job (or array task) that runs `tracked`, and where Slurm writes its output."""
+        tracked.name, tracked.task = name, task
+        if task is None:
+            tracked.slurm_out = tracked.job_dir / "slurm.out"
+        else:
+            tracked.slurm_out = self._array_dir(name) / f"{task}.out"
+
+    def _options(self, service: Service, name: str, output: Path | str) -> list[str]:
         """sbatch options: the service's resources and walltime, the platform's then the service's settings."""
         own = service.slurm
         options = [
-            f"--job-name={tracked.name}",
-            f"--output={tracked.slurm_out}",
+            f"--job-name={name}",
+            f"--output={output}",
             f"--chdir={self.shared_dir}",
             f"--cpus-per-task={max(1, math.ceil(service.cpu_cores))}",
             f"--mem={max(1, math.ceil(service.memory_bytes / 2**20))}M",
@@ -275,7 +286,7 @@ class SlurmBackend(Backend):
     def _submit_array(self, jobs: list[_Tracked]) -> None:
         """One sbatch for a burst: task i runs the job file on line i+1 of the manifest."""
         name = f"conveyor.array.{uuid.uuid4().hex[:12]}"
-        array_dir = self.shared_dir / "arrays" / name
+        array_dir = self._array_dir(name)
         array_dir.mkdir(parents=True)
         manifest = array_dir / "manifest"
         manifest.write_text("".join(f"{t.job_dir / JOB_FILE}\n" for t in jobs))
@@ -287,10 +298,8 @@ class SlurmBackend(Backend):
         )
         self._array_tasks_left[name] = len(jobs)
         for index, tracked in enumerate(jobs):
-            tracked.name, tracked.task, tracked.slurm_out = name, index, array_dir / f"{index}.out"
-        options = self._options(jobs[0].spec.service, jobs[0])
-        options = [o for o in options if not o.startswith(("--job-name=", "--output="))]
-        options += [f"--job-name={name}", f"--output={array_dir}/%a.out", f"--array=0-{len(jobs) - 1}"]
+            self._place(tracked, name, index)
+        options = [*self._options(jobs[0].spec.service, name, array_dir / "%a.out"), f"--array=0-{len(jobs) - 1}"]
         try:
             array_id = self.commands.submit(options, script)
         except BackendError as error:

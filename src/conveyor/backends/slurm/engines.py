@@ -18,10 +18,11 @@ from conveyor.supervisor.run import ScriptInvocation, ScriptResult
 _ENGINE_ENVIRONMENT = ("CONTAINERS_CONF", "DOCKER_HOST", "DOCKER_CONFIG", "XDG_RUNTIME_DIR", "APPTAINER_CACHEDIR")
 
 
-class EngineRunner(ProcessRunner):
-    """podman or docker: `ENGINE run --rm -v WORK:WORK -w WORK -e NAME... IMAGE /bin/sh SCRIPT`."""
+class _EngineCli(ProcessRunner):
+    """A container engine's command line, with its global options and those of its run command."""
 
     passed_through = _ENGINE_ENVIRONMENT
+    verb = "run"
 
     def __init__(self, engine: str, engine_options: list[str], run_options: list[str]) -> None:
         super().__init__()
@@ -30,7 +31,11 @@ class EngineRunner(ProcessRunner):
         self.run_options = run_options
 
     def describe(self) -> str:
-        return f"{self.name} containers ({' '.join(self.engine)} run)"
+        return f"{self.name} containers ({' '.join(self.engine)} {self.verb})"
+
+
+class EngineRunner(_EngineCli):
+    """podman or docker: `ENGINE run --rm -v WORK:WORK -w WORK -e NAME... IMAGE /bin/sh SCRIPT`."""
 
     def command(self, invocation: ScriptInvocation) -> list[str]:
         work = str(invocation.work_dir)
@@ -68,23 +73,17 @@ class EngineRunner(ProcessRunner):
         )
 
 
-class ApptainerRunner(ProcessRunner):
+class ApptainerRunner(_EngineCli):
     """apptainer or singularity: `exec --cleanenv --bind WORK --pwd WORK docker://IMAGE /bin/sh SCRIPT`.
 
     The variables go in as APPTAINERENV_NAME (SINGULARITYENV_NAME), which `--cleanenv` lets through.
     """
 
-    passed_through = _ENGINE_ENVIRONMENT
+    verb = "exec"
 
     def __init__(self, engine: str, engine_options: list[str], run_options: list[str]) -> None:
-        super().__init__()
-        self.name = engine
-        self.engine = [engine, *engine_options]
-        self.run_options = run_options
+        super().__init__(engine, engine_options, run_options)
         self.prefix = "SINGULARITYENV_" if engine == "singularity" else "APPTAINERENV_"
-
-    def describe(self) -> str:
-        return f"{self.name} containers ({' '.join(self.engine)} exec)"
 
     def command(self, invocation: ScriptInvocation) -> list[str]:
         work = str(invocation.work_dir)
