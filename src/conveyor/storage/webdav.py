@@ -119,6 +119,7 @@ class WebdavProvider(StorageProvider):
         self._collections = KnownFolders()
         """So uploads do not MKCOL every parent every time."""
         self._lock = threading.Lock()
+        self._mkcol_lock = threading.Lock()
 
     @property
     def client(self) -> httpx.Client:
@@ -197,12 +198,15 @@ class WebdavProvider(StorageProvider):
 
     def ensure_folder(self, bucket: str, folder: str) -> None:
         parts = [p for p in folder.split("/") if p]
-        for depth in range(len(parts) + 1):
-            key = "/".join(parts[:depth])
-            url = self.url_for(bucket, key, collection=True)
-            if url not in self._collections:
-                self._make_collection(url)
-                self._collections.add(url)
+        # One MKCOL at a time per provider: servers (wsgidav among them) answer 500, not 405, to
+        # the loser of two MKCOLs racing for the same collection.
+        with self._mkcol_lock:
+            for depth in range(len(parts) + 1):
+                key = "/".join(parts[:depth])
+                url = self.url_for(bucket, key, collection=True)
+                if url not in self._collections:
+                    self._make_collection(url)
+                    self._collections.add(url)
 
     def list_buckets(self) -> list[str]:
         url = f"{self.settings.base_url}/"
@@ -279,8 +283,17 @@ class WebdavProvider(StorageProvider):
         """MKCOL; True when created now. 405 means something is already there (RFC 4918 §9.3.1)."""
         with mapped_http_errors("MKCOL", url):
             response = self.client.request("MKCOL", url)
+        if response.status_code >= 500 and self._is_collection(url):
+            return False  # another client created it between our check and our MKCOL
         check_status(response, {200, 201, 405}, "MKCOL", url)
         return response.status_code != 405
+
+    def _is_collection(self, url: str) -> bool:
+        try:
+            entries = self._propfind(url, depth=0)
+        except ObjectNotFound:
+            return False
+        return bool(entries) and entries[0].is_collection
 
     def _ensure_parents(self, ref: ObjectRef) -> None:
         self.ensure_folder(ref.bucket, ref.key.rpartition("/")[0])

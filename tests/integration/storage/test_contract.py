@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +155,35 @@ def test_upload_with_nested_keys_creates_the_parents(provider: StorageProvider, 
 
     assert provider.download(ref("nested/a/b/c/file.txt"), tmp_path / "back").read_bytes() == b"deep"
     assert [i.ref.key for i in provider.list("nested")] == ["a/b/c/d/other.txt", "a/b/c/file.txt"]
+
+
+def test_concurrent_uploads_into_one_new_folder_all_land(provider: StorageProvider, tmp_path: Path) -> None:
+    provider.ensure_bucket("racing")
+    source = write(tmp_path / "f", b"same parent")
+
+    def upload(n: int) -> None:
+        provider.upload(source, ref(f"racing/new/{n % 3}/file-{n}.txt"))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(upload, range(24)))
+
+    assert len(list(provider.list("racing"))) == 24
+
+
+def test_webdav_clients_racing_to_create_a_folder_all_succeed(webdav_server: WebdavServer, tmp_path: Path) -> None:
+    """Separate clients (processes, in real life) share no lock: the loser of a MKCOL race gets a 500
+    from some servers, and must see that the folder now exists."""
+    clients = [build_provider("webdav.test", webdav_server.settings()) for _ in range(6)]
+    clients[0].ensure_bucket("racing")
+    source = write(tmp_path / "f", b"same parent")
+    try:
+        for round_ in range(5):
+            with ThreadPoolExecutor(len(clients)) as pool:
+                list(pool.map(lambda c: c.upload(source, ref(f"racing/r{round_}/a/b/{id(c)}.txt")), clients))
+        assert len(list(clients[0].list("racing"))) == 5 * len(clients)
+    finally:
+        for client in clients:
+            client.close()
 
 
 def test_stat_of_a_missing_object_is_none(provider: StorageProvider) -> None:
