@@ -8,8 +8,8 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,8 +178,9 @@ def test_webdav_clients_racing_to_create_a_folder_all_succeed(webdav_server: Web
     source = write(tmp_path / "f", b"same parent")
     try:
         for round_ in range(5):
+            keys = [ref(f"racing/r{round_}/a/b/{n}.txt") for n in range(len(clients))]
             with ThreadPoolExecutor(len(clients)) as pool:
-                list(pool.map(lambda c: c.upload(source, ref(f"racing/r{round_}/a/b/{id(c)}.txt")), clients))
+                list(pool.map(lambda client, key: client.upload(source, key), clients, keys))
         assert len(list(clients[0].list("racing"))) == 5 * len(clients)
     finally:
         for client in clients:
