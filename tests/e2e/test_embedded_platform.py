@@ -201,6 +201,27 @@ def test_the_webhook_refuses_callers_without_the_store_token(make_platform: Plat
     assert answer.status_code == 401
 
 
+def test_the_webhook_drops_events_no_service_reads_and_refuses_bodies_that_are_not_json(
+    make_platform: PlatformFactory,
+) -> None:
+    platform = make_platform()
+    platform.apply([service("only", COPY, ["only/in"], ["only/out"])])
+    url = platform.api_url + "/conveyor/v1/events/seaweedfs"
+    headers = {"Authorization": f"Bearer {platform.credentials.webhook_token}"}
+    elsewhere = {
+        "event_type": "create",
+        "message": {
+            "new_entry": {"name": "x.txt", "attributes": {"file_size": 1, "mtime": 1}},
+            "new_parent_path": "/buckets/only/out",
+        },
+    }
+
+    assert httpx.post(url, json=elsewhere, headers=headers).json() == {"jobs": []}
+    not_json = httpx.post(url, content=b"{not json", headers=headers)
+    assert not_json.status_code == 400 and "not JSON" in not_json.text
+    assert platform.ledger.count_jobs() == {}
+
+
 def test_a_restart_finds_services_jobs_and_files_where_they_were(
     make_platform: PlatformFactory, tmp_path: Path
 ) -> None:

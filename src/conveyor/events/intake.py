@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from conveyor.events.routing import InputIndex
 from conveyor.ledger.store import Ledger
@@ -20,12 +20,14 @@ class EventIntake:
 
         Returns once the ledger has the event: only then may the sender be acknowledged.
         """
-        services = self.index.services_for(event.ref)
-        if only_service is not None:
-            services = [only_service]
-        if not services:
-            return []
-        created = self.ledger.record_event(event, services)
-        if created:
+        return [job for jobs in self.accept_many([event], only_service) for job in jobs]
+
+    def accept_many(self, events: Sequence[ObjectEvent], only_service: str | None = None) -> list[list[str]]:
+        """accept() for many events in one ledger transaction: the new job ids of each event."""
+        routed = [(event, [only_service] if only_service else self.index.services_for(event.ref)) for event in events]
+        wanted = [(event, services) for event, services in routed if services]
+        created = iter(self.ledger.record_events(wanted) if wanted else [])
+        jobs = [next(created) if services else [] for _event, services in routed]
+        if any(jobs):
             self.on_new_jobs()
-        return created
+        return jobs

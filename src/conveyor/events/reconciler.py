@@ -50,6 +50,8 @@ FULL_LISTING_EVERY_S = 6 * 3600.0
 """With a change log to replay, the inputs are still listed in full this often, and at start-up."""
 REPLAY_OVERLAP = timedelta(seconds=2)
 """Replay windows overlap a little: an object seen twice is recognised, one missed would be lost."""
+ACCEPT_BATCH = 500
+"""Objects found without an event are recorded this many to a ledger transaction."""
 
 ChangeLog = Callable[[datetime, datetime], Iterable[ObjectEvent]]
 """Object events stored between two moments, from a store that keeps a change log (SeaweedFS)."""
@@ -275,9 +277,10 @@ class Reconciler:
         prefix = f"{io.folder}/" if io.folder else ""
         # One query per input, never one per object: 100,000 lookups would cost more than the listing.
         known = self.ledger.known_versions(name, io.storage_provider, io.bucket, prefix)
+        missing: list[ObjectEvent] = []
         for info in _objects(provider, io.bucket, prefix):
             if self._stopping.is_set():
-                return
+                break
             result.listed += 1
             if (info.ref.key, info.etag) in known:
                 result.known += 1
@@ -285,10 +288,21 @@ class Reconciler:
                 result.older_than_service += 1
             elif settles and self._is_settling(info, now):
                 result.settling += 1
-            elif self.intake.accept(_event_for(info, io.storage_provider), only_service=name):
-                result.accepted += 1
-            else:  # a webhook recorded it after the ledger was read
-                result.known += 1
+            else:
+                missing.append(_event_for(info, io.storage_provider))
+                if len(missing) >= ACCEPT_BATCH:
+                    self._accept_missing(name, missing, result)
+        self._accept_missing(name, missing, result)
+
+    def _accept_missing(self, name: str, missing: list[ObjectEvent], result: ServiceReconcile) -> None:
+        """Objects without an event, in one ledger transaction; emptied."""
+        if not missing:
+            return
+        created = self.intake.accept_many(missing, only_service=name)
+        accepted = sum(1 for jobs in created if jobs)
+        result.accepted += accepted
+        result.known += len(missing) - accepted  # a webhook recorded them after the ledger was read
+        missing.clear()
 
     @staticmethod
     def _is_older_than_service(info: ObjectInfo, created_at: datetime) -> bool:

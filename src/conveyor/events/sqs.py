@@ -360,8 +360,7 @@ class SqsSource(EventSource):
             # for the index rather than be dropped. It comes back after the visibility timeout.
             return
         try:
-            for event in events:
-                self.context.intake.accept(event)
+            self.context.intake.accept_many(events)
         except Exception:  # whatever the ledger raised, the poller goes on and the message comes back
             log.exception("SQS queue %s: the ledger did not take a message; it will be delivered again", queue.name)
             return

@@ -47,6 +47,9 @@ class RecordingIntake:
             self.accepted.append(event)
         return ["job-1"]
 
+    def accept_many(self, events: list[ObjectEvent], only_service: str | None = None) -> list[list[str]]:
+        return [self.accept(event, only_service) for event in events]
+
 
 def make_service(moto: MotoServer, name: str = "thumbs", path: str = f"{BUCKET}/in") -> Service:
     settings = moto.provider_settings(events="sqs", sqs_visibility_timeout=VISIBILITY_S)

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from conveyor.ledger.store import Ledger
+from conveyor.ledger.tables import EventRow
 from conveyor.model.event import ObjectEvent, ObjectInfo, ObjectRef
 from conveyor.model.job import JobOutcome, JobState
 from conveyor.model.service import Service
@@ -196,6 +198,19 @@ def test_record_event_with_no_services_records_nothing(ledger: Ledger) -> None:
     assert ledger.record_event(object_event(), []) == []
     assert ledger.count_jobs() == {}
     assert ledger.has_queued() is False
+
+
+def test_record_events_takes_a_batch_in_one_call_with_duplicates_inside_it(ledger: Ledger) -> None:
+    cat, dog = object_event(key="in/cat.jpg"), object_event(key="in/dog.jpg")
+
+    created = ledger.record_events([(cat, ["grayify"]), (dog, ["grayify", "thumbs"]), (cat, ["grayify"])])
+
+    assert [len(jobs) for jobs in created] == [1, 2, 0]
+    assert ledger.record_events([(cat, ["grayify"])]) == [[]]
+    with ledger.read_session() as session:
+        counted = session.scalar(select(EventRow.duplicates).where(EventRow.key == "in/cat.jpg"))
+    assert counted == 2, "a re-sent notification is counted on the first event, in or across batches"
+    assert ledger.count_jobs() == {"grayify": {JobState.QUEUED: 2}, "thumbs": {JobState.QUEUED: 1}}
 
 
 # ---- the queue ------------------------------------------------------------------------------

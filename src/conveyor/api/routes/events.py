@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import secrets
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Body, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
-from conveyor.api.deps import PlatformDep, bearer_token
+from conveyor.api.deps import PlatformDep, bearer_token, get_platform
 from conveyor.events.s3_records import confirm_subscription, parse_s3_records, sns_envelope
 from conveyor.events.seaweedfs import parse_filer_event
 from conveyor.model.service import normalize_provider
@@ -24,15 +26,27 @@ def _require_store_token(request: Request, platform: Platform) -> None:
         raise HTTPException(401, "")
 
 
-@router.post("/conveyor/v1/events/seaweedfs")
-async def seaweedfs_event(request: Request, platform: PlatformDep, payload: Annotated[Any, Body()]) -> dict[str, Any]:
-    """Answers only after the ledger has the event: a failure makes SeaweedFS send it again."""
+async def seaweedfs_event(request: Request) -> JSONResponse:
+    """Answers only after the ledger has the event: a failure makes SeaweedFS send it again.
+
+    The filer posts every change under /buckets, outputs included, one request each: a plain
+    Starlette endpoint (no dependency solving, no body model) that drops what no service reads
+    before the hop to a worker thread keeps the cost of those requests small.
+    """
+    platform = get_platform(request)
     _require_store_token(request, platform)
+    try:
+        payload = json.loads(await request.body())
+    except ValueError:
+        raise HTTPException(400, "the body is not JSON") from None
     event = parse_filer_event(payload) if isinstance(payload, dict) else None
-    if event is None:
-        return {"jobs": []}
+    if event is None or not platform.index.services_for(event.ref):
+        return JSONResponse({"jobs": []})
     jobs = await run_in_threadpool(platform.accept_event, event)
-    return {"jobs": jobs}
+    return JSONResponse({"jobs": jobs})
+
+
+router.add_route("/conveyor/v1/events/seaweedfs", seaweedfs_event, methods=["POST"], include_in_schema=False)
 
 
 @router.post("/conveyor/v1/events/s3/{provider}")
@@ -55,5 +69,6 @@ async def s3_event(provider: str, request: Request, platform: PlatformDep) -> di
         return {"jobs": []}
     records = envelope.get("Message", "") if envelope is not None else body
     events = parse_s3_records(records, provider=provider)
-    jobs = await run_in_threadpool(lambda: [job for event in events for job in platform.accept_event(event)])
+    created = await run_in_threadpool(platform.intake.accept_many, events)
+    jobs = [job for each in created for job in each]
     return {"jobs": jobs}
