@@ -41,7 +41,8 @@ from conveyor.settings import Settings
 from conveyor.storage.base import StorageProvider
 from conveyor.storage.embedded import EmbeddedSeaweed, WebhookTarget, find_weed
 from conveyor.storage.registry import ProviderRegistry
-from conveyor.storage.s3 import S3Credentials, S3Provider
+from conveyor.storage.s3 import S3Credentials
+from conveyor.storage.seaweedfs import FilerReadS3Provider
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,10 @@ class Platform:
             self._started = True
             self.api.start()
             self.store.start()
-            self.storage = ProviderRegistry(S3Provider(self.s3_credentials, public_endpoint=self.s3_endpoint))
+            own_store = FilerReadS3Provider(
+                self.s3_credentials, filer_url=self.store.filer_url, public_endpoint=self.s3_endpoint
+            )
+            self.storage = ProviderRegistry(own_store)
             self.backend = LocalBackend(self.settings.local, self.storage, runner)
             self.backends: dict[str, Backend] = {"local": self.backend}
             if self.settings.slurm.enabled or self.settings.backend == "slurm":

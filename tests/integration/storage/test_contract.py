@@ -21,6 +21,8 @@ from conveyor.storage.base import StorageProvider
 from conveyor.storage.embedded import EmbeddedSeaweed
 from conveyor.storage.local import LocalProvider, LocalSettings
 from conveyor.storage.registry import OUTPUT_KINDS, build_provider
+from conveyor.storage.s3 import S3Credentials
+from conveyor.storage.seaweedfs import FilerReadS3Provider
 from conveyor.storage.webdav import WebdavProvider, WebdavSettings
 from tests.support.webdav import WebdavServer, run_webdav
 
@@ -83,7 +85,14 @@ def local_store(request: pytest.FixtureRequest) -> Store:
     return Store(provider=build_provider("local.test", {"path": str(root)}))
 
 
-STORES = {"s3": s3_store, "webdav": webdav_store, "local": local_store}
+def own_store(request: pytest.FixtureRequest) -> Store:
+    """The platform's own store: S3, with reads through the filer."""
+    seaweedfs: EmbeddedSeaweed = request.getfixturevalue("seaweedfs")
+    credentials = S3Credentials(endpoint=seaweedfs.s3_endpoint, access_key="testkey", secret_key="testsecret")
+    return Store(provider=FilerReadS3Provider(credentials, filer_url=seaweedfs.filer_url))
+
+
+STORES = {"s3": s3_store, "seaweedfs-filer": own_store, "webdav": webdav_store, "local": local_store}
 
 
 @pytest.fixture(params=sorted(STORES))
@@ -427,3 +436,27 @@ def test_local_needs_its_directory_to_exist(tmp_path: Path) -> None:
     with pytest.raises(StorageUnavailable, match="not-mounted"):
         local.ensure_bucket("x")
     assert not (tmp_path / "not-mounted").exists()
+
+
+def test_the_own_store_reads_through_the_filer_and_falls_back_to_s3_for_what_is_not_a_file(
+    seaweedfs: EmbeddedSeaweed, tmp_path: Path
+) -> None:
+    right = S3Credentials(endpoint=seaweedfs.s3_endpoint, access_key="testkey", secret_key="testsecret")
+    writer = FilerReadS3Provider(right, filer_url=seaweedfs.filer_url)
+    # Wrong S3 keys: a read that succeeds cannot have gone through the S3 gateway.
+    reader = FilerReadS3Provider(right.model_copy(update={"secret_key": "wrong"}), filer_url=seaweedfs.filer_url)
+    try:
+        writer.ensure_bucket("filer")
+        writer.put_bytes(ref("filer/odd name/ü?#%.txt"), b"through the filer")
+        writer.put_bytes(ref("filer/folder/inside.txt"), b"x")
+
+        fetched = reader.download(ref("filer/odd name/ü?#%.txt"), tmp_path / "back")
+
+        assert fetched.read_bytes() == b"through the filer"
+        with pytest.raises(ObjectNotFound):  # a folder: the filer lists it, S3 has no such key
+            writer.download(ref("filer/folder"), tmp_path / "folder")
+        with pytest.raises(ObjectNotFound):
+            writer.download(ref("filer/missing.txt"), tmp_path / "missing")
+    finally:
+        writer.close()
+        reader.close()
