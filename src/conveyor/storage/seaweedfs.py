@@ -1,10 +1,11 @@
 """The platform's own SeaweedFS: S3 for everything, but objects read through the filer's HTTP API.
 
-A 1 KB GET through boto3 and SeaweedFS' S3 gateway costs ~1.8 ms of the platform's CPU and ~1.2 ms
-of SeaweedFS' (SigV4 signed and verified, botocore's hooks, the gateway's hop to the filer) and 4.8 ms
-of wall time; the same read from the filer, under half of each and 1.5 ms (bench/results/filer-reads.md). Every job stages its input in, so this is on the
-per-file path. Reads only: an object written through the filer would miss the S3 user metadata
-(the producer job) and owner that the S3 gateway records.
+Every job stages its input in, so one GET per file is on the per-file path. A 1 KB GET through
+boto3 and SeaweedFS' S3 gateway costs ~1.8 ms of the platform's CPU and ~1.2 ms of SeaweedFS' (SigV4
+signed and verified, botocore's hooks, the gateway's hop to the filer) and 4.8 ms of wall time; the
+same read from the filer, under half of each and 1.5 ms (bench/results/filer-reads.md). Reads only:
+an object written through the filer would miss the S3 user metadata (the producer job) and the owner
+that the S3 gateway records.
 
 The filer listens where the platform runs; Slurm nodes and clients keep using S3.
 """
