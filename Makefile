@@ -43,7 +43,7 @@ bench-system-deps:
 		echo "bench deps installed: $$(parallel --version | head -1)"; \
 	else echo "GNU parallel is missing (its row will say not installed): apt-get install -y parallel, as root"; fi
 
-## bench: the full benchmark suite, Conveyor against its baselines; about 60 min on the 2-core VM.
+## bench: the full benchmark suite, Conveyor against its baselines; about 30 min on the 2-core VM.
 ## Writes bench/results/suite.json, suite.md (the table) and suite.png. Options: python -m bench.suite --help
 bench: system-deps bench-system-deps $(VENV)/.bench-installed
 	$(BIN)/python -m bench.suite

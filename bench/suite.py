@@ -27,7 +27,7 @@ A row whose tool is missing is reported as not installed, with how to install it
 Exit status: 0 when every selected row that can run ran; 1 when one failed.
 
 Examples:
-  python -m bench.suite                          # everything: about 60 minutes on 2 cores
+  python -m bench.suite                          # everything: about 30 minutes on 2 cores
   python -m bench.suite --quick                  # every row, tiny N, 1 repeat: about 2 minutes
   python -m bench.suite --only pool,conveyor-process --files 300 --repeats 5
 """
