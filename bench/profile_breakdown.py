@@ -28,7 +28,7 @@ STEPS = [
     ("webhook: Ledger.record_event", r"Ledger\.record_event"),
     ("webhook: parse and route the event", r"seaweedfs_event|accept_event"),
     ("webhook: HTTP server, ASGI middleware, FastAPI", r"uvicorn|starlette|fastapi|anyio|h11"),
-    ("job: stage-in (boto3 GET)", r"Supervisor\._stage_in"),
+    ("job: stage-in (GET; the filer for the own store)", r"Supervisor\._stage_in"),
     ("job: start and wait for the script (Popen, run.json, timer)", r"ProcessRunner\.run"),
     ("job: stage-out (boto3 PUT)", r"stage_out \("),
     ("job: log lines, work dir, outcome", r"Supervisor\.|LocalBackend\._run"),
