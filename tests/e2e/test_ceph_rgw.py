@@ -143,12 +143,12 @@ def _put_while_notifications_are_lost(platform: Platform, s3: Any, bucket: str, 
     platform was down: RGW's non-persistent topics do not send a notification twice."""
     dropped: list[ObjectEvent] = []
 
-    def drop(event: ObjectEvent, only_service: str | None = None) -> list[str]:
-        dropped.append(event)
-        return []
+    def drop(events: list[ObjectEvent], only_service: str | None = None) -> list[list[str]]:
+        dropped.extend(events)
+        return [[] for _ in events]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(platform.intake, "accept", drop)
+        patch.setattr(platform.intake, "accept_many", drop)  # accept() goes through it too
         for key in keys:
             s3.put_object(Bucket=bucket, Key=key, Body=key.encode())  # returns once RGW's push was answered
     return dropped

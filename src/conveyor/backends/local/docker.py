@@ -27,11 +27,13 @@ from requests.exceptions import ReadTimeout
 from conveyor.backends.local.deadlines import DEADLINES
 from conveyor.backends.local.warm import IDLE_COMMAND, OWNER_LABEL, WarmContainer, WarmPool
 from conveyor.errors import BackendError, BackendUnavailable, ImageError
-from conveyor.host_processes import command_line_mentions
+from conveyor.host_processes import command_line_mentions, is_alive
 from conveyor.model.service import Service
 from conveyor.supervisor.run import RunRecord, ScriptInvocation, ScriptResult
 
 _REATTACH_POLL_S = 0.2
+HOST_PID_WAIT_S = 0.5
+"""How long a new warm container's PID 1 may take to become its idle command on this host."""
 ENGINE_ENDED_EXEC = 125
 """An adopted exec that ended with this code or above was stopped by the engine, not by its script."""
 
@@ -267,7 +269,15 @@ class DockerRunner:
             pid = int(self.client.api.inspect_container(container_id)["State"]["Pid"])
         except (APIError, DockerException, KeyError, TypeError, ValueError):
             return None
-        return pid if pid > 0 and command_line_mentions(pid, IDLE_COMMAND[0]) else None
+        if pid <= 0:
+            return None
+        # `start` may return before the runtime's init has exec'd the idle command: wait for it a little.
+        deadline = time.monotonic() + HOST_PID_WAIT_S
+        while not command_line_mentions(pid, IDLE_COMMAND[0]):
+            if not is_alive(pid) or time.monotonic() > deadline:
+                return None  # not on this host (a remote engine): the engine's top will be asked
+            time.sleep(0.005)
+        return pid
 
     def _exec(self, container: WarmContainer, invocation: ScriptInvocation) -> ScriptResult:
         assert self.pool is not None
