@@ -73,10 +73,10 @@ def main() -> None:
             ways = {"boto3 via the S3 gateway": s3.download, "httpx via the filer": filer.download}
             runs: dict[str, list[dict]] = {name: [] for name in ways}
             dest = Path(scratch) / "read.bin"
-            assert store._process is not None
+            weed_pid = int(store.pid_path.read_text())
             for _ in range(args.repeats):
                 for name, read in ways.items():
-                    runs[name].append(measure(read, refs, dest, store._process.pid))
+                    runs[name].append(measure(read, refs, dest, weed_pid))
             s3.close()
             filer.close()
         finally:

@@ -25,9 +25,7 @@ class EventIntake:
     def accept_many(self, events: Sequence[ObjectEvent], only_service: str | None = None) -> list[list[str]]:
         """accept() for many events in one ledger transaction: the new job ids of each event."""
         routed = [(event, [only_service] if only_service else self.index.services_for(event.ref)) for event in events]
-        wanted = [(event, services) for event, services in routed if services]
-        created = iter(self.ledger.record_events(wanted) if wanted else [])
-        jobs = [next(created) if services else [] for _event, services in routed]
+        jobs = self.ledger.record_events(routed)
         if any(jobs):
             self.on_new_jobs()
         return jobs

@@ -141,6 +141,9 @@ class Ledger:
 
     def record_events(self, batch: Iterable[tuple[ObjectEvent, Collection[str]]]) -> list[list[str]]:
         """record_event for many events in one transaction: the ids of the jobs each one created."""
+        batch = list(batch)
+        if not any(services for _event, services in batch):
+            return [[] for _ in batch]  # nothing to write: no transaction
         now = utcnow()
         with self._write_rows() as connection:
             return [

@@ -158,14 +158,10 @@ class WebdavProvider(StorageProvider):
     def stat(self, ref: ObjectRef) -> ObjectInfo | None:
         """A file's size, etag and time; a key ending in `/` asks about a folder."""
         is_folder = ref.key.endswith("/") or not ref.key
-        url = self.url_for(ref.bucket, ref.key, collection=is_folder)
-        try:
-            entries = self._propfind(url, depth=0)
-        except ObjectNotFound:
+        entry = self._entry_at(self.url_for(ref.bucket, ref.key, collection=is_folder))
+        if entry is None or entry.is_collection != is_folder:
             return None
-        if not entries or entries[0].is_collection != is_folder:
-            return None
-        return _info(ref, entries[0])
+        return _info(ref, entry)
 
     def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
         """Files under `prefix` in key order, one PROPFIND per collection that can hold a match."""
@@ -283,17 +279,18 @@ class WebdavProvider(StorageProvider):
         """MKCOL; True when created now. 405 means something is already there (RFC 4918 §9.3.1)."""
         with mapped_http_errors("MKCOL", url):
             response = self.client.request("MKCOL", url)
-        if response.status_code >= 500 and self._is_collection(url):
+        if response.status_code >= 500 and (entry := self._entry_at(url)) is not None and entry.is_collection:
             return False  # another client created it between our check and our MKCOL
         check_status(response, {200, 201, 405}, "MKCOL", url)
         return response.status_code != 405
 
-    def _is_collection(self, url: str) -> bool:
+    def _entry_at(self, url: str) -> DavEntry | None:
+        """What is at `url` (a PROPFIND of depth 0), or None when nothing is."""
         try:
             entries = self._propfind(url, depth=0)
         except ObjectNotFound:
-            return False
-        return bool(entries) and entries[0].is_collection
+            return None
+        return entries[0] if entries else None
 
     def _ensure_parents(self, ref: ObjectRef) -> None:
         self.ensure_folder(ref.bucket, ref.key.rpartition("/")[0])
