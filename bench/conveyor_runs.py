@@ -57,8 +57,12 @@ def uploader_for(platform: Platform) -> Uploader:
     return Uploader(platform.store.s3_endpoint, keys.s3_access_key, keys.s3_secret_key)
 
 
-def copy_service(name: str, script: str, source: str, target: str) -> Service:
-    """One CPU per job, so `local.cpus` = workers runs `workers` jobs at a time."""
+BATCH_FILES = 20
+"""max_files of the batch rows: small enough that two workers share a 1,000-file tail evenly."""
+
+
+def copy_service(name: str, script: str, source: str, target: str, batch: str | None = None) -> Service:
+    """One CPU per job, so `local.cpus` = workers runs `workers` jobs at a time; `batch` a batch mode."""
     return Service.model_validate(
         {
             "name": name,
@@ -67,6 +71,7 @@ def copy_service(name: str, script: str, source: str, target: str) -> Service:
             "cpu": "1",
             "input": [{"path": source}],
             "output": [{"path": target}],
+            "batch": {"max_files": BATCH_FILES, "mode": batch} if batch else None,
         }
     )
 
@@ -78,10 +83,16 @@ class FilesRun:
     """Mean of the ledger's job durations (stage-in + script + stage-out)."""
 
 
-def files_through(runtime: str, workload: Workload, files: int, workers: int, scratch: Path) -> FilesRun:
-    """Put `files` files into a service's input; seconds until the last of the N outputs is stored."""
+def files_through(
+    runtime: str, workload: Workload, files: int, workers: int, scratch: Path, batch: str | None = None
+) -> FilesRun:
+    """Put `files` files into a service's input; seconds until the last of the N outputs is stored.
+
+    `batch`: the service runs queued inputs in batches of this mode (`each`, `directory`).
+    """
+    script = workload.batch_script if batch == "directory" else workload.script
     with platform_for(runtime, scratch, workers) as platform, uploader_for(platform) as uploader:
-        platform.apply([copy_service("bench", workload.script, "bench-in/in", "bench-out/out")])
+        platform.apply([copy_service("bench", script, "bench-in/in", "bench-out/out", batch)])
         first_put = uploader.put_many("bench-in", [f"in/{input_name(i)}" for i in range(files)])
         jobs = wait_for_jobs(platform, "bench", files, timeout_s=60 + files * 2.0)
         check_outputs(platform, jobs, "bench-out", "out/", files)

@@ -8,6 +8,7 @@ script in a bare process pool is measured beside it. Only the timed window count
 shut-down are outside it. A companion to py-spy, which sees inside the Python process only.
 
     python -m bench.cpu_split --files 1000
+    python -m bench.cpu_split --files 1000 --batch directory   # the service runs batches (each|directory)
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ def cpu_s(pid: int, *, children: bool = False) -> float:
     return (int(fields[first]) + int(fields[first + 1])) * TICK_S
 
 
-def conveyor_split(files: int) -> dict[str, float]:
-    """CPU seconds per component during one run of W, and its wall time."""
+def conveyor_split(files: int, batch: str | None = None) -> dict[str, float]:
+    """CPU seconds per component during one run of W, and its wall time; `batch` a batch mode."""
+    script = W.batch_script if batch == "directory" else W.script
     with tempfile.TemporaryDirectory() as scratch, platform_for("process", Path(scratch), 2) as platform:
-        platform.apply([copy_service("bench", W.script, "bench-in/in", "bench-out/out")])
+        platform.apply([copy_service("bench", script, "bench-in/in", "bench-out/out", batch)])
         with uploader_for(platform) as uploader:
             weed = int((platform.layout.seaweedfs / "weed.pid").read_text())
             client = _uploader_pid(uploader)
@@ -89,9 +91,11 @@ def show(title: str, split: dict[str, float], files: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--batch", choices=["each", "directory"], help="the service runs queued inputs in batches")
     args = parser.parse_args()
     show("bare ProcessPoolExecutor", pool_split(args.files), args.files)
-    show("Conveyor, host processes", conveyor_split(args.files), args.files)
+    title = "Conveyor, host processes" + (f", batches ({args.batch})" if args.batch else "")
+    show(title, conveyor_split(args.files, args.batch), args.files)
 
 
 if __name__ == "__main__":

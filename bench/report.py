@@ -181,7 +181,9 @@ def targets(report: Report) -> list[Target]:
     queue = latency.get("queue", {})
     return [
         Target("W, Conveyor host processes ÷ bare pool", 2.0, ratio("w", "conveyor-process", "pool"), "×"),
+        Target("W, Conveyor batches of 20 in one run ÷ bare pool", 2.0, ratio("w", "conveyor-batch-dir", "pool"), "×"),
         Target("W2, Conveyor host processes ÷ compute floor", 1.05, ratio("w2", "conveyor-process", "floor"), "×"),
+        Target("W2, Conveyor batches of 20 in one run ÷ floor", 1.05, ratio("w2", "conveyor-batch-dir", "floor"), "×"),
         Target("W, Conveyor podman ÷ one podman run per file", 0.3, ratio("w", "conveyor-podman", "podman-run"), "×"),
         Target("W, Conveyor dockerd ÷ one podman run per file", 0.3, ratio("w", "conveyor-dockerd", "podman-run"), "×"),
         Target("upload → script start p50, host processes", 15, p50("latency-process"), "ms"),

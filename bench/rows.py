@@ -98,11 +98,11 @@ def _floor(params: Params, scratch: Path) -> dict[str, Any]:
     return {"elapsed_s": cpu / params.workers, "serial_s": wall, "script_cpu_s": cpu}
 
 
-def _conveyor(runtime: str) -> Measure:
+def _conveyor(runtime: str, batch: str | None = None) -> Measure:
     def measure(params: Params, scratch: Path) -> dict[str, Any]:
         from bench.conveyor_runs import files_through  # Conveyor is imported only by its own rows
 
-        run = files_through(runtime, params.workload, params.files, params.workers, scratch)
+        run = files_through(runtime, params.workload, params.files, params.workers, scratch, batch)
         return {"elapsed_s": run.elapsed_s, "mean_job_s": run.mean_job_s}
 
     return measure
@@ -141,6 +141,18 @@ ROWS = [
     Row("lithops-v2", "Lithops localhost v2 (default)", "baseline", _local(baselines.lithops_v2), True, _LITHOPS),
     Row("podman-run", "podman run --rm per file", "baseline", _local(_podman_run), True, _engine("podman")),
     Row("conveyor-process", "Conveyor, host processes", "conveyor", _conveyor("process")),
+    Row(
+        "conveyor-batch-each",
+        "Conveyor, host processes, batches of ≤ 20 (each)",
+        "conveyor",
+        _conveyor("process", "each"),
+    ),
+    Row(
+        "conveyor-batch-dir",
+        "Conveyor, host processes, batches of ≤ 20 (directory)",
+        "conveyor",
+        _conveyor("process", "directory"),
+    ),
     Row("conveyor-podman", "Conveyor, podman (Docker API)", "conveyor", _conveyor("podman"), True, _engine("podman")),
     Row("conveyor-dockerd", "Conveyor, dockerd", "conveyor", _conveyor("dockerd"), True, _engine("dockerd")),
     Row("latency-process", "single uploads, host processes", "scenario", _latency("process")),

@@ -14,6 +14,9 @@ Throughput rows (per workload):
   lithops-v1/-v2    Lithops localhost, offline, this Python as runtime
   podman-run        one `podman run --rm` per file (the containers' reference)
   conveyor-process  put N files into a service's input → N outputs stored; host processes
+  conveyor-batch-each, conveyor-batch-dir
+                    the same, the service running queued inputs in batches of up to 20
+                    (`batch.mode` each: the script per input; directory: once per batch)
   conveyor-podman   the same with containers through podman's Docker API
   conveyor-dockerd  the same with dockerd
 Scenario rows (once per invocation):

@@ -21,16 +21,29 @@ CPU_ITERATIONS = 40_000
 BURN = f"busybox sh -c 'i=0; while [ $i -lt {CPU_ITERATIONS} ]; do i=$((i+1)); done'"
 
 
+COPY_EACH_INPUT = 'cp "$f" "$TMP_OUTPUT_DIR/"'
+
+
 @dataclass(frozen=True)
 class Workload:
     key: str
     title: str
     script: str
+    per_input: str
+    """The same work for one input `$f`, for a script that runs once per batch (`batch.mode: directory`)."""
+
+    @property
+    def batch_script(self) -> str:
+        """The workload over every input of a batch run ($INPUT_FILE_PATHS, one path per line)."""
+        return f'printf "%s\\n" "$INPUT_FILE_PATHS" | while read -r f; do {self.per_input}; done'
 
 
-W = Workload("w", "W: 1 KB copy", COPY)
+W = Workload("w", "W: 1 KB copy", COPY, COPY_EACH_INPUT)
 W2 = Workload(
-    "w2", f"W2: 1 KB copy after {CPU_ITERATIONS:,} busybox sh loop iterations (≈ 50 ms CPU)", f"{BURN}\n{COPY}"
+    "w2",
+    f"W2: 1 KB copy after {CPU_ITERATIONS:,} busybox sh loop iterations (≈ 50 ms CPU)",
+    f"{BURN}\n{COPY}",
+    f"{BURN}; {COPY_EACH_INPUT}",
 )
 WORKLOADS = {workload.key: workload for workload in (W, W2)}
 

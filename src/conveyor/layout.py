@@ -38,6 +38,11 @@ class DataLayout:
         Grouped by service: a warm container mounts its service's directory, no other."""
         return self.root / "work" / service / f"{job_id}-{attempt}"
 
+    def batch_dir(self, service: str, job_id: str, attempt: int) -> Path:
+        """Work dir of a batch run in one folder (Service.batch mode `directory`), led by `job_id`.
+        Not the job's own work dir: after a crash, no job adopts a batch's run; each runs again."""
+        return self.root / "work" / service / f"{job_id}-{attempt}-batch"
+
     def log_path(self, service: str, job_id: str) -> Path:
         return self.root / "logs" / service / f"{job_id}.log"
 

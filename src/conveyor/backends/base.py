@@ -27,6 +27,9 @@ class Backend(ABC):
     full_per_service: ClassVar[bool] = False
     """True: `can_accept` refuses a job for its service's sake (an admission limit per service), so
     jobs of other services may still start; False: a refusal means the whole backend is full."""
+    runs_batches: ClassVar[bool] = False
+    """True: a submitted JobSpec may carry a batch (JobSpec.batch) and its outcome one outcome per job
+    (JobOutcome.members). The dispatcher forms batches only for such backends."""
 
     def __init__(self) -> None:
         self._listener: Listener = lambda: None

@@ -20,12 +20,13 @@ from datetime import datetime
 
 from conveyor.backends.base import Backend
 from conveyor.dispatch.retry import Decision, RetryPolicy
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, UnsafeKeyError
 from conveyor.layout import DataLayout
 from conveyor.ledger.store import ClaimedJob, Ledger
 from conveyor.model.event import utcnow
 from conveyor.model.job import TERMINAL_STATES, JobHandle, JobOutcome, JobSpec, JobState
 from conveyor.model.service import Service
+from conveyor.supervisor.stage import safe_input_name
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class Dispatcher:
         """Known since the last look: no queued retry waits (retries queued later set _next_retry)."""
         self._cancelled: set[str] = set()
         """Running jobs a user cancelled: their end is recorded as cancelled, never retried."""
+        self._lead_of: dict[str, str] = {}
+        """Jobs running in a batch (but not leading it) → the job whose handle runs the batch."""
         for backend in backends.values():
             backend.set_listener(self.wake)
 
@@ -141,13 +144,17 @@ class Dispatcher:
         message = "cancelled on request"
         if self.ledger.cancel_queued(job_id, message):
             return "cancelled before it started"
-        entry = self._inflight.get(job_id)
+        lead = self._lead_of.get(job_id, job_id)
+        entry = self._inflight.get(lead)
         if entry is None:
             return None
         self._cancelled.add(job_id)
         [stopped] = self.backends[entry.handle.backend].cancel([entry.handle])
         self.wake()
-        return "stopping" if stopped else "asked to stop"
+        answer = "stopping" if stopped else "asked to stop"
+        if entry.spec.batch:
+            return f"{answer} its batch (job {lead}); the batch's unfinished jobs are queued again"
+        return answer
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -200,6 +207,32 @@ class Dispatcher:
                     self._complete(entry.spec, status.outcome)
 
     def _complete(self, spec: JobSpec, outcome: JobOutcome) -> None:
+        if spec.batch:
+            self._complete_batch(spec, outcome)
+            return
+        final = self._settle(spec, outcome)
+        if final is not None:
+            self._finish(spec.job_id, final)
+
+    def _complete_batch(self, spec: JobSpec, outcome: JobOutcome) -> None:
+        """Each job of a batch ends as it ran: retried, dead or finished (in one transaction). When a
+        cancel stopped the batch, its other unfinished jobs are queued again."""
+        stopped_by = next((member.job_id for member in spec.inputs if member.job_id in self._cancelled), None)
+        finished: list[tuple[str, JobOutcome]] = []
+        for member in (spec.model_copy(update={"batch": []}), *spec.batch):
+            self._lead_of.pop(member.job_id, None)
+            own = outcome.members.get(member.job_id, outcome)
+            if stopped_by and member.job_id not in self._cancelled and own.state != JobState.SUCCEEDED:
+                why = f"queued again: its batch stopped when job {stopped_by} was cancelled"
+                self.ledger.requeue(member.job_id, why)
+                continue
+            final = self._settle(member, own)
+            if final is not None:
+                finished.append((member.job_id, final))
+        self._finish_all(finished)
+
+    def _settle(self, spec: JobSpec, outcome: JobOutcome) -> JobOutcome | None:
+        """The outcome to record, or None when a retry was queued instead."""
         if spec.job_id in self._cancelled:
             self._cancelled.discard(spec.job_id)
             if outcome.state != JobState.SUCCEEDED:
@@ -209,7 +242,7 @@ class Dispatcher:
             delay = self.retry.delay_s(spec.attempt)
             self.ledger.retry_later(spec.job_id, outcome, delay)
             self._next_retry = min(self._next_retry or float("inf"), time.monotonic() + delay)
-            return
+            return None
         if decision == Decision.DEAD:
             outcome = outcome.model_copy(
                 update={
@@ -217,7 +250,7 @@ class Dispatcher:
                     "message": f"gave up after {spec.attempt} attempt(s); last ({outcome.failure}): {outcome.message}",
                 }
             )
-        self._finish(spec.job_id, outcome)
+        return outcome
 
     def _dispatch_queued(self) -> None:
         """Start queued jobs in order; once a backend (or a service, see Backend.full_per_service) is
@@ -231,7 +264,7 @@ class Dispatcher:
         while True:
             page = self.ledger.next_queued(size, waiting)
             for job in page:
-                if job.service in waiting:
+                if job.service in waiting or job.job_id in self._lead_of:
                     continue
                 if not self._start(job, full_backends):
                     waiting.add(job.service)
@@ -261,16 +294,55 @@ class Dispatcher:
             if not backend.full_per_service:
                 full_backends.add(name)
             return False
-        if not self.ledger.mark_running(job.job_id):
+        batch = self._batch_for(job, service, backend)
+        if batch:
+            claimed = self.ledger.mark_running_many([member.job_id for member in batch])
+            batch = [member for member in batch if member.job_id in claimed]
+            if not batch:
+                return True
+            spec = self._batch_spec(batch, service)
+        elif not self.ledger.mark_running(job.job_id):
             return True
+        self._submit(backend, spec)
+        return True
+
+    def _submit(self, backend: Backend, spec: JobSpec) -> None:
+        for member in spec.batch:
+            self._lead_of[member.job_id] = spec.job_id
         try:
-            self._inflight[job.job_id] = _Inflight(backend.submit(spec), spec)
+            self._inflight[spec.job_id] = _Inflight(backend.submit(spec), spec)
         except ConveyorError as error:
             self._complete(
                 spec,
                 JobOutcome(state=JobState.FAILED, message=f"submit failed: {error}", failure="infrastructure"),
             )
-        return True
+
+    def _batch_for(self, job: ClaimedJob, service: Service, backend: Backend) -> list[ClaimedJob]:
+        """`job` and the queued jobs of its service to run with it (Service.batch), oldest first;
+        empty when it runs alone. Batches form from what is queued: nothing waits for more to arrive."""
+        options = service.batch
+        if options is None or options.max_files < 2 or not backend.runs_batches or not _batchable(job):
+            return []
+        batch, names = [job], {_input_name(job)}
+        for other in self.ledger.next_queued(options.max_files, service=job.service):
+            if len(batch) == options.max_files:
+                break
+            if other.job_id == job.job_id or other.job_id in self._lead_of or not _batchable(other):
+                continue
+            if options.mode == "directory":  # one input folder: no two inputs may share a file name
+                name = _input_name(other)
+                if name is None or name in names:
+                    continue
+                names.add(name)
+            batch.append(other)
+        return batch if len(batch) > 1 else []
+
+    def _batch_spec(self, batch: list[ClaimedJob], service: Service) -> JobSpec:
+        lead = self._spec(batch[0], service)
+        if service.batch is not None and service.batch.mode == "directory":
+            lead.work_dir = self.layout.batch_dir(service.name, lead.job_id, lead.attempt)
+        lead.batch = [self._spec(member, service) for member in batch[1:]]
+        return lead
 
     def _spec(self, job: ClaimedJob, service: Service) -> JobSpec:
         return JobSpec(
@@ -294,9 +366,29 @@ class Dispatcher:
         return service
 
     def _finish(self, job_id: str, outcome: JobOutcome) -> None:
-        outcome.finished_at = outcome.finished_at or utcnow()
-        self.ledger.finish_job(job_id, outcome)
-        with self._waiters_lock:
-            waiter = self._waiters.pop(job_id, None)
-        if waiter is not None:
-            waiter.set_result(outcome)
+        self._finish_all([(job_id, outcome)])
+
+    def _finish_all(self, finished: list[tuple[str, JobOutcome]]) -> None:
+        if not finished:
+            return
+        for _, outcome in finished:
+            outcome.finished_at = outcome.finished_at or utcnow()
+        self.ledger.finish_jobs(finished)
+        for job_id, outcome in finished:
+            with self._waiters_lock:
+                waiter = self._waiters.pop(job_id, None)
+            if waiter is not None:
+                waiter.set_result(outcome)
+
+
+def _batchable(job: ClaimedJob) -> bool:
+    """A first attempt about a stored object: a retry runs alone, so one bad input cannot fail a batch twice."""
+    return job.event is not None and job.attempt == 1 and not job.sync and job.request_path is None
+
+
+def _input_name(job: ClaimedJob) -> str | None:
+    """The file name the job's input gets in the input folder (None: the key is unsafe; it runs alone)."""
+    try:
+        return safe_input_name(job.event.ref.key) if job.event is not None else None
+    except UnsafeKeyError:
+        return None

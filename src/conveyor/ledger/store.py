@@ -207,9 +207,11 @@ class Ledger:
             )
         return job_id
 
-    def next_queued(self, limit: int, skip_services: Collection[str] = ()) -> list[ClaimedJob]:
+    def next_queued(
+        self, limit: int, skip_services: Collection[str] = (), *, service: str | None = None
+    ) -> list[ClaimedJob]:
         """The oldest queued jobs that may start now, oldest first, but none of `skip_services`
-        (those that cannot start more now); nothing is changed (see mark_running)."""
+        (those that cannot start more now), or only `service`'s; nothing is changed (see mark_running)."""
         now = utcnow()
         query = (
             select(*_CLAIM_COLUMNS)
@@ -218,18 +220,25 @@ class Ledger:
         )
         if skip_services:
             query = query.where(JOBS.c.service.not_in(list(skip_services)))
+        if service is not None:
+            query = query.where(JOBS.c.service == service)
         with self._read_engine.connect() as connection:
             return [_claimed_from(row) for row in connection.execute(query.order_by(JOBS.c.seq).limit(limit))]
 
     def mark_running(self, job_id: str) -> bool:
         """Queued → running; False when the job is no longer queued (cancelled meanwhile)."""
+        return bool(self.mark_running_many([job_id]))
+
+    def mark_running_many(self, job_ids: Collection[str]) -> set[str]:
+        """Queued → running for each of `job_ids` in one statement; returns those that were still queued."""
         with self._write_rows() as connection:
             result = connection.execute(
                 update(JOBS)
-                .where(JOBS.c.id == job_id, JOBS.c.status == JobState.QUEUED)
+                .where(JOBS.c.id.in_(list(job_ids)), JOBS.c.status == JobState.QUEUED)
                 .values(status=JobState.RUNNING, started_at=utcnow())
+                .returning(JOBS.c.id)
             )
-            return bool(result.rowcount)
+            return set(result.scalars())
 
     def cancel_queued(self, job_id: str, message: str) -> bool:
         """Queued → cancelled; False when the job is not queued (running, or already finished)."""
@@ -246,33 +255,13 @@ class Ledger:
             return session.scalar(select(JobRow.seq).where(JobRow.status == JobState.QUEUED).limit(1)) is not None
 
     def finish_job(self, job_id: str, outcome: JobOutcome) -> None:
-        values: dict[str, object] = {
-            "status": outcome.state,
-            "exit_code": outcome.exit_code,
-            "message": outcome.message,
-            "finished_at": outcome.finished_at or utcnow(),
-        }
-        if outcome.started_at:
-            values["started_at"] = outcome.started_at
+        self.finish_jobs([(job_id, outcome)])
+
+    def finish_jobs(self, finished: Collection[tuple[str, JobOutcome]]) -> None:
+        """Record how jobs ended (a batch's in one transaction), each with the outputs it stored."""
         with self._write_rows() as connection:
-            if not connection.execute(update(JOBS).where(JOBS.c.id == job_id).values(**values)).rowcount:
-                return
-            connection.execute(delete(OUTPUTS).where(OUTPUTS.c.job_id == job_id))
-            if outcome.outputs:
-                connection.execute(
-                    insert(OUTPUTS),
-                    [
-                        {
-                            "job_id": job_id,
-                            "provider": info.ref.provider,
-                            "bucket": info.ref.bucket,
-                            "key": info.ref.key,
-                            "etag": info.etag,
-                            "size": info.size,
-                        }
-                        for info in outcome.outputs
-                    ],
-                )
+            for job_id, outcome in finished:
+                _finish(connection, job_id, outcome)
 
     def retry_later(self, job_id: str, outcome: JobOutcome, delay_s: float) -> None:
         """Queue the job's next attempt, not before `delay_s` from now; the failure stays in its message."""
@@ -475,6 +464,35 @@ def _service_from_row(row: ServiceRow, *, with_secrets: bool) -> Service:
         service.environment.secrets = dict(row.secrets.get("environment", {}))
         service.storage_providers = row.secrets.get("storage_providers", service.storage_providers)
     return service
+
+
+def _finish(connection: Connection, job_id: str, outcome: JobOutcome) -> None:
+    values: dict[str, object] = {
+        "status": outcome.state,
+        "exit_code": outcome.exit_code,
+        "message": outcome.message,
+        "finished_at": outcome.finished_at or utcnow(),
+    }
+    if outcome.started_at:
+        values["started_at"] = outcome.started_at
+    if not connection.execute(update(JOBS).where(JOBS.c.id == job_id).values(**values)).rowcount:
+        return
+    connection.execute(delete(OUTPUTS).where(OUTPUTS.c.job_id == job_id))
+    if outcome.outputs:
+        connection.execute(
+            insert(OUTPUTS),
+            [
+                {
+                    "job_id": job_id,
+                    "provider": info.ref.provider,
+                    "bucket": info.ref.bucket,
+                    "key": info.ref.key,
+                    "etag": info.etag,
+                    "size": info.size,
+                }
+                for info in outcome.outputs
+            ],
+        )
 
 
 def _writer_of(connection: Connection, event: ObjectEvent) -> tuple[str | None, int]:

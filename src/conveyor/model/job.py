@@ -72,6 +72,14 @@ class JobSpec(BaseModel):
     """Lineage depth (see JobRecord.depth); stamped on the outputs."""
     work_dir: Path
     log_path: Path
+    batch: list[JobSpec] = Field(default_factory=list)
+    """The other jobs of the same service run together with this one (see Service.batch); each
+    ends with its own outcome in JobOutcome.members. Empty: this job runs alone."""
+
+    @property
+    def inputs(self) -> list[JobSpec]:
+        """Every job this run serves: this one, then its batch."""
+        return [self, *self.batch]
 
 
 class JobOutcome(BaseModel):
@@ -85,6 +93,8 @@ class JobOutcome(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     response: bytes | None = None
+    members: dict[str, JobOutcome] = Field(default_factory=dict)
+    """A batch's outcome for each of its jobs (JobSpec.inputs), by job id."""
 
 
 class JobHandle(BaseModel):

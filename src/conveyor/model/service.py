@@ -6,7 +6,7 @@ bodies written for OSCAR validate unchanged; fields Conveyor does not use are ke
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -186,6 +186,22 @@ class SlurmJobOptions(BaseModel):
     sbatch_options: list[str] = Field(default_factory=list)
 
 
+class BatchOptions(BaseModel):
+    """Run several queued inputs of a service in one job run (a Conveyor extension; off by default).
+
+    Batches form only from what is already queued: a lone upload still starts at once, alone.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_files: int = Field(20, ge=1, le=1000)
+    """At most this many inputs per run."""
+    mode: Literal["each", "directory"] = "each"
+    """`each`: the script runs once per input, as without batching (scripts need no change; saves the
+    platform's per-job work). `directory`: the script runs once for the whole batch, every input in
+    `$TMP_INPUT_DIR` and listed in `$INPUT_FILE_PATHS` (saves the process start too)."""
+
+
 class Service(BaseModel):
     """One service of a workflow. Unknown OSCAR fields are kept and returned as they came."""
 
@@ -209,6 +225,8 @@ class Service(BaseModel):
     warm: bool | None = None
     """False: one fresh container per job even where the platform keeps warm containers."""
     slurm: SlurmJobOptions | None = None
+    batch: BatchOptions | None = None
+    """Several queued inputs per run (local backend); None: one input per run, as OSCAR does."""
     cluster_id: str = ""
     token: str = ""
     environment: Environment = Field(default_factory=Environment)

@@ -6,6 +6,9 @@ defined here once and nowhere else.
 
 INPUT_FILE_PATH = "INPUT_FILE_PATH"
 """The input file: the downloaded object, or the body of an HTTP invocation saved as a file."""
+INPUT_FILE_PATHS = "INPUT_FILE_PATHS"
+"""A Conveyor extension: every input file of the run, one path per line. One unless the service runs
+batches in one folder (`batch.mode: directory`); `INPUT_FILE_PATH` names the first."""
 TMP_INPUT_DIR = "TMP_INPUT_DIR"
 """The directory holding the input file."""
 TMP_OUTPUT_DIR = "TMP_OUTPUT_DIR"

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +27,7 @@ from conveyor.storage.registry import ProviderRegistry
 from conveyor.supervisor import contract
 from conveyor.supervisor.stage import (
     StageOutError,
+    safe_input_name,
     stage_in_object,
     stage_in_request,
     stage_out,
@@ -132,8 +135,23 @@ class Supervisor:
         self.runner = runner
         self.keep_work_dirs = keep_work_dirs
 
-    def run(self, spec: JobSpec, *, resume: bool = False) -> JobOutcome:
-        """Run the job; with `resume`, pick up a script an earlier platform process started."""
+    def run(self, spec: JobSpec, *, resume: bool = False, stop: threading.Event | None = None) -> JobOutcome:
+        """Run the job; with `resume`, pick up a script an earlier platform process started.
+
+        A batch (spec.batch) runs every input and reports each in JobOutcome.members; `stop` set
+        (a cancel) lets no further script of it start.
+        """
+        if not spec.batch:
+            return self._attempt(
+                spec, lambda log: self._resume(spec, log) if resume else self._run(spec, log), resume=resume
+            )
+        stop = stop or threading.Event()
+        if spec.service.batch is not None and spec.service.batch.mode == "directory":
+            return self._run_directory(spec, stop)
+        return self._run_each(spec, stop)
+
+    def _attempt(self, spec: JobSpec, body: Callable[[JobLog], JobOutcome], *, resume: bool = False) -> JobOutcome:
+        """Log, time and tidy one run; failures around the script become the outcome."""
         started = utcnow()
         log = JobLog(spec.log_path, spec.service.log_level)
         if resume:
@@ -141,7 +159,7 @@ class Supervisor:
         else:
             log.write("INFO", f"job {spec.job_id} (attempt {spec.attempt}) of service {spec.service.name!r}")
         try:
-            outcome = self._resume(spec, log) if resume else self._run(spec, log)
+            outcome = body(log)
         except (StorageError, UnsafeKeyError, BackendError, ConveyorError, OSError) as error:
             outcome = JobOutcome(state=JobState.FAILED, message=str(error), failure=failure_of(error))
         finally:
@@ -152,21 +170,92 @@ class Supervisor:
         log.write("INFO" if outcome.state == JobState.SUCCEEDED else "ERROR", f"job {outcome.state}: {outcome.message}")
         return outcome
 
-    def _run(self, spec: JobSpec, log: JobLog) -> JobOutcome:
-        shutil.rmtree(spec.work_dir, ignore_errors=True)  # whatever an attempt cut short left there
-        input_dir, output_dir = spec.work_dir / "input", spec.work_dir / "output"
-        input_dir.mkdir(parents=True, exist_ok=True)
-        output_dir.mkdir(parents=True, exist_ok=True)
+    def _run(self, spec: JobSpec, log: JobLog, runner_key: str | None = None) -> JobOutcome:
+        input_dir, output_dir = _fresh_work_dir(spec.work_dir)
         env = self._stage_in(spec, input_dir, log)
+        env[contract.INPUT_FILE_PATHS] = env[contract.INPUT_FILE_PATH]
         env[contract.TMP_INPUT_DIR] = str(input_dir)
         env[contract.TMP_OUTPUT_DIR] = str(output_dir)
+        return self._run_script(spec, log, env, spec.service.timeout, runner_key or spec.job_id)
+
+    def _run_script(
+        self, spec: JobSpec, log: JobLog, contract_vars: dict[str, str], timeout_s: float, runner_key: str
+    ) -> JobOutcome:
         script_path = spec.work_dir / "script.sh"
         script_path.write_text(spec.service.script)
-
         offset = log.size()
         clock = time.monotonic()
-        result = self.runner.run(self._invocation(spec, _script_environment(spec, env), spec.service.timeout))
-        return self._conclude(spec, log, result, time.monotonic() - clock, log.read_from(offset))
+        invocation = self._invocation(spec, _script_environment(spec, contract_vars), timeout_s, runner_key)
+        result = self.runner.run(invocation)
+        return self._conclude(spec, log, result, time.monotonic() - clock, log.read_from(offset), timeout_s)
+
+    # ---- batches (Service.batch) ------------------------------------------------------------
+
+    def _run_each(self, spec: JobSpec, stop: threading.Event) -> JobOutcome:
+        """The script once per input, one after the other, each input a job as if run alone."""
+        members: dict[str, JobOutcome] = {}
+
+        def run_one(member: JobSpec, log: JobLog) -> JobOutcome:
+            log.write("INFO", f"runs in a batch of {len(spec.inputs)} inputs, led by job {spec.job_id}")
+            return self._run(member, log, spec.job_id)
+
+        for member in spec.inputs:
+            if stop.is_set():
+                members[member.job_id] = _not_started(spec)
+            else:
+                members[member.job_id] = self._attempt(member, lambda log, m=member: run_one(m, log))
+        return _batch_outcome(members)
+
+    def _run_directory(self, spec: JobSpec, stop: threading.Event) -> JobOutcome:
+        """The script once for every input, all of them in one input directory."""
+        members: dict[str, JobOutcome] = {}
+
+        def run_together(log: JobLog) -> JobOutcome:
+            for member in spec.batch:
+                note = f"job {member.job_id} runs in one batch with job {spec.job_id}: its log has the script output"
+                JobLog(member.log_path, spec.service.log_level).write("INFO", note)
+            log.write("INFO", f"{len(spec.inputs)} inputs in one run: {', '.join(m.job_id for m in spec.inputs)}")
+            input_dir, output_dir = _fresh_work_dir(spec.work_dir)
+            staged = self._stage_in_batch(spec, input_dir, log, members)
+            if not staged:
+                message = "no input of the batch could be staged in"
+                return JobOutcome(state=JobState.FAILED, message=message, failure="input")
+            if stop.is_set():
+                return _not_started(spec)
+            env = staged[0][1]
+            env[contract.INPUT_FILE_PATHS] = "\n".join(vars_[contract.INPUT_FILE_PATH] for _, vars_ in staged)
+            env[contract.EVENT] = _batch_event([member for member, _ in staged]) or env.get(contract.EVENT, "")
+            env[contract.TMP_INPUT_DIR] = str(input_dir)
+            env[contract.TMP_OUTPUT_DIR] = str(output_dir)
+            deepest = spec.model_copy(update={"depth": max(member.depth for member, _ in staged)})
+            outcome = self._run_script(deepest, log, env, spec.service.timeout * len(staged), spec.job_id)
+            for member, _ in staged:
+                members.setdefault(member.job_id, outcome)
+            return outcome
+
+        outcome = self._attempt(spec, run_together)
+        for member in spec.inputs:
+            if member.job_id not in members or members[member.job_id] is outcome:
+                members[member.job_id] = _shared(outcome, member, spec)
+        return _batch_outcome(members)
+
+    def _stage_in_batch(
+        self, spec: JobSpec, input_dir: Path, log: JobLog, failed: dict[str, JobOutcome]
+    ) -> list[tuple[JobSpec, dict[str, str]]]:
+        """Each input into `input_dir`; one that cannot be staged fails alone (into `failed`)."""
+        staged: list[tuple[JobSpec, dict[str, str]]] = []
+        names: set[str] = set()
+        for member in spec.inputs:
+            try:
+                name = safe_input_name(member.event.ref.key) if member.event is not None else member.job_id
+                if name in names:
+                    raise StorageError(f"another input of its batch has the file name {name!r}; it runs again alone")
+                names.add(name)
+                staged.append((member, self._stage_in(member, input_dir, log)))
+            except (StorageError, UnsafeKeyError, ConveyorError, OSError) as error:
+                log.write("ERROR", f"job {member.job_id}: {error}")
+                failed[member.job_id] = JobOutcome(state=JobState.FAILED, message=str(error), failure=failure_of(error))
+        return staged
 
     def _resume(self, spec: JobSpec, log: JobLog) -> JobOutcome:
         record = RunRecord.load(spec.work_dir)
@@ -175,13 +264,13 @@ class Supervisor:
         remaining = max(0.0, spec.service.timeout - (time.time() - record.started_at))
         offset = log.size()
         clock = time.monotonic()
-        result = self.runner.reattach(self._invocation(spec, {}, remaining), record)
-        return self._conclude(spec, log, result, time.monotonic() - clock, log.read_from(offset))
+        result = self.runner.reattach(self._invocation(spec, {}, remaining, spec.job_id), record)
+        return self._conclude(spec, log, result, time.monotonic() - clock, log.read_from(offset), spec.service.timeout)
 
     @staticmethod
-    def _invocation(spec: JobSpec, env: dict[str, str], timeout_s: float) -> ScriptInvocation:
+    def _invocation(spec: JobSpec, env: dict[str, str], timeout_s: float, runner_key: str) -> ScriptInvocation:
         return ScriptInvocation(
-            job_id=spec.job_id,
+            job_id=runner_key,
             service=spec.service,
             script_path=spec.work_dir / "script.sh",
             env=env,
@@ -191,7 +280,7 @@ class Supervisor:
         )
 
     def _conclude(
-        self, spec: JobSpec, log: JobLog, result: ScriptResult, elapsed: float, script_output: bytes
+        self, spec: JobSpec, log: JobLog, result: ScriptResult, elapsed: float, script_output: bytes, timeout_s: float
     ) -> JobOutcome:
         """From the script's end to the outcome: a failure uploads nothing, a success stages out."""
         output_dir = spec.work_dir / "output"
@@ -200,7 +289,7 @@ class Supervisor:
                 state=JobState.TIMED_OUT,
                 failure="timeout",
                 exit_code=result.exit_code,
-                message=f"killed after {spec.service.timeout} s, the service's timeout; nothing was uploaded",
+                message=f"killed after {timeout_s:g} s, the service's timeout; nothing was uploaded",
                 response=script_output,
             )
         if result.exit_code != 0:
@@ -258,6 +347,56 @@ class Supervisor:
         env[contract.INPUT_FILE_PATH] = str(path)
         log.write("INFO", f"INPUT_FILE_PATH variable set to '{path}'")
         return env
+
+
+def _fresh_work_dir(work_dir: Path) -> tuple[Path, Path]:
+    """Empty input/ and output/ folders (whatever an attempt cut short left there is gone)."""
+    shutil.rmtree(work_dir, ignore_errors=True)
+    input_dir, output_dir = work_dir / "input", work_dir / "output"
+    input_dir.mkdir(parents=True, exist_ok=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return input_dir, output_dir
+
+
+def _not_started(batch: JobSpec) -> JobOutcome:
+    return JobOutcome(
+        state=JobState.CANCELLED, message=f"its batch (job {batch.job_id}) was stopped before its script ran"
+    )
+
+
+def _shared(outcome: JobOutcome, member: JobSpec, batch: JobSpec) -> JobOutcome:
+    """A member's part of a run it shared: the run's state; its outputs stay recorded on the batch's job."""
+    if member.job_id == batch.job_id:
+        return outcome
+    return outcome.model_copy(
+        update={
+            "message": f"ran in one batch with job {batch.job_id} ({len(batch.inputs)} inputs): {outcome.message}"
+            + (f"; the outputs are recorded on job {batch.job_id}" if outcome.outputs else ""),
+            "outputs": [],
+            "response": None,
+        }
+    )
+
+
+def _batch_outcome(members: dict[str, JobOutcome]) -> JobOutcome:
+    failed = [outcome for outcome in members.values() if outcome.state != JobState.SUCCEEDED]
+    return JobOutcome(
+        state=failed[0].state if failed else JobState.SUCCEEDED,
+        failure=failed[0].failure if failed else None,
+        message=f"batch of {len(members)}: {len(members) - len(failed)} succeeded",
+        members=members,
+    )
+
+
+def _batch_event(inputs: list[JobSpec]) -> str | None:
+    """`$EVENT` for a batch: one notification with a record per input, as S3 may send; None when too big."""
+    events = [member.event for member in inputs if member.event is not None]
+    if not events:
+        return None
+    notification = events[0].to_s3_record()
+    notification["Records"] = [record for event in events for record in event.to_s3_record()["Records"]]
+    text = json.dumps(notification)
+    return text if len(text) <= contract.EVENT_ENV_LIMIT else None
 
 
 def failure_of(error: Exception) -> Failure:

@@ -258,6 +258,48 @@ def test_mark_running_unknown_job_is_false(ledger: Ledger) -> None:
     assert ledger.mark_running("nope-1") is False
 
 
+def test_next_queued_of_one_service_only(ledger: Ledger) -> None:
+    mine = [ledger.record_event(object_event(f"in/{i}.jpg"), ["grayify"])[0] for i in range(3)]
+    ledger.record_event(object_event("in/x.jpg", bucket="other"), ["other"])
+    assert [c.job_id for c in ledger.next_queued(10, service="grayify")] == mine
+    assert [c.job_id for c in ledger.next_queued(2, service="grayify")] == mine[:2]
+
+
+def test_mark_running_many_claims_in_one_go_only_what_is_still_queued(ledger: Ledger) -> None:
+    created = [ledger.record_event(object_event(f"in/{i}.jpg"), ["grayify"])[0] for i in range(4)]
+    ledger.mark_running(created[1])
+    assert ledger.cancel_queued(created[2], "cancelled on request")
+
+    assert ledger.mark_running_many([*created, "nope-1"]) == {created[0], created[3]}
+
+    states = {job_id: ledger.fetch_job(job_id).state for job_id in created}  # type: ignore[union-attr]
+    assert states == {
+        created[0]: JobState.RUNNING,
+        created[1]: JobState.RUNNING,
+        created[2]: JobState.CANCELLED,
+        created[3]: JobState.RUNNING,
+    }
+    assert ledger.mark_running_many(created) == set()
+
+
+def test_finish_jobs_records_a_batch_each_with_its_own_outcome(ledger: Ledger) -> None:
+    first, second = (ledger.record_event(object_event(f"in/{i}.jpg"), ["grayify"])[0] for i in range(2))
+    out = ObjectInfo(ref=ObjectRef(bucket="grayify", key="out/0.jpg"), etag="o", size=3)
+
+    ledger.finish_jobs(
+        [
+            (first, succeeded(out)),
+            (second, JobOutcome(state=JobState.FAILED, exit_code=3, message="bad")),
+            ("nope", succeeded()),
+        ]
+    )
+
+    done, failed = ledger.fetch_job(first), ledger.fetch_job(second)
+    assert done is not None and failed is not None
+    assert (done.state, [o.ref.key for o in done.outputs]) == (JobState.SUCCEEDED, ["out/0.jpg"])
+    assert (failed.state, failed.exit_code, failed.message, failed.outputs) == (JobState.FAILED, 3, "bad", [])
+
+
 def test_has_queued(ledger: Ledger) -> None:
     assert ledger.has_queued() is False
     ledger.create_request_job("grayify", "/tmp/body", sync=False)

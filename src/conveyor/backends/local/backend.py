@@ -81,6 +81,7 @@ class Capacity:
 
 class LocalBackend(Backend):
     name = "local"
+    runs_batches = True
 
     def __init__(self, config: LocalBackendSettings, storage: ProviderRegistry, runner: ScriptRunner) -> None:
         super().__init__()
@@ -94,6 +95,8 @@ class LocalBackend(Backend):
         )
         self._pool = ThreadPoolExecutor(max_workers=config.max_jobs, thread_name_prefix="job")
         self._futures: dict[str, Future[JobOutcome]] = {}
+        self._stops: dict[str, threading.Event] = {}
+        """Per running job: set on cancel, so a batch starts no further script."""
         self._lock = threading.Lock()
         self._adopted_containers: set[str] = set()
 
@@ -136,15 +139,17 @@ class LocalBackend(Backend):
 
     def _start(self, job: JobSpec, *, resume: bool) -> JobHandle:
         self.capacity.take(job.service)
-        future = self._pool.submit(self._run, job, resume)
+        stop = threading.Event()
+        future = self._pool.submit(self._run, job, resume, stop)
         with self._lock:
             self._futures[job.job_id] = future
+            self._stops[job.job_id] = stop
         future.add_done_callback(lambda _: self._listener())
         return JobHandle(job_id=job.job_id, backend=self.name)
 
-    def _run(self, job: JobSpec, resume: bool) -> JobOutcome:
+    def _run(self, job: JobSpec, resume: bool, stop: threading.Event) -> JobOutcome:
         try:
-            return self.supervisor.run(job, resume=resume)
+            return self.supervisor.run(job, resume=resume, stop=stop)
         except ConveyorError as error:  # the supervisor reports failures as outcomes; this is a safety net
             return JobOutcome(state=JobState.FAILED, message=str(error), failure="infrastructure")
         finally:
@@ -163,10 +168,16 @@ class LocalBackend(Backend):
                 outcome = _outcome_of(future)
                 with self._lock:
                     self._futures.pop(handle.job_id, None)
+                    self._stops.pop(handle.job_id, None)
                 statuses.append(JobStatus(handle=handle, state=outcome.state, outcome=outcome))
         return statuses
 
     def cancel(self, handles: list[JobHandle]) -> list[bool]:
+        for handle in handles:
+            with self._lock:
+                stop = self._stops.get(handle.job_id)
+            if stop is not None:
+                stop.set()
         return [self.runner.cancel(handle.job_id) for handle in handles]
 
     def close(self) -> None:
