@@ -13,32 +13,22 @@ from pathlib import Path
 
 import pytest
 
+from conveyor.model.event import ObjectRef
 from conveyor.model.job import JobState
-from conveyor.platform.platform import Platform
 from tests.conftest import PlatformFactory
-from tests.support.platform import keys_under, put_text, read_text, service, wait_for_jobs, wait_for_state
+from tests.support.platform import (
+    gated,
+    hold_the_slot_and_queue,
+    keys_under,
+    put_text,
+    read_text,
+    service,
+    wait_for_jobs,
+)
 
 pytestmark = pytest.mark.e2e
 
 COPY_ALL = 'printf "%s\\n" "$INPUT_FILE_PATHS" | while read -r f; do cp "$f" "$TMP_OUTPUT_DIR/"; done'
-
-
-def gated(gate: Path, runs: Path, then: str) -> str:
-    """Wait for `gate`, note how many inputs this run got (one line per run in `runs`), then `then`."""
-    return (
-        f'while [ ! -f "{gate}" ]; do sleep 0.02; done; '
-        f'printf "%s\\n" "$INPUT_FILE_PATHS" | grep -c . >> "{runs}"; {then}'
-    )
-
-
-def hold_the_slot_and_queue(platform: Platform, name: str, queued: list[str]) -> str:
-    """Put `first.txt` (its job takes the only slot), then `queued`; returns the first job's id."""
-    put_text(platform, f"{name}/in/first.txt", "first")
-    first = _wait_for_running(platform, name)
-    for key in queued:
-        put_text(platform, f"{name}/in/{key}", key)
-    _wait_for_queued(platform, name, len(queued))
-    return first
 
 
 def test_a_directory_batch_runs_the_script_once_for_every_queued_input(
@@ -123,6 +113,28 @@ def test_a_failed_batch_is_retried_input_by_input_so_only_the_bad_one_ends_dead(
     assert keys_under(platform, "fussy/out") == ["out/a.txt", "out/b.txt", "out/first.txt"]
 
 
+def test_an_input_gone_before_its_batch_ran_fails_alone_and_the_rest_succeed(
+    make_platform: PlatformFactory, tmp_path: Path
+) -> None:
+    gate, runs = tmp_path / "gate", tmp_path / "runs"
+    platform = make_platform(max_jobs=1)
+    batch = {"max_files": 10, "mode": "directory"}
+    platform.apply([service("gone", gated(gate, runs, COPY_ALL), ["gone/in"], ["gone/out"], batch=batch)])
+    hold_the_slot_and_queue(platform, "gone", ["a.txt", "b.txt", "c.txt"])
+    platform.storage.default.delete(ObjectRef.parse("gone/in/a.txt"))
+
+    gate.touch()
+    jobs = {job.trigger.ref.key: job for job in wait_for_jobs(platform, "gone", 4)}  # type: ignore[union-attr]
+
+    assert runs.read_text().split() == ["1", "2"]
+    assert (jobs["in/a.txt"].state, jobs["in/a.txt"].attempt) == (JobState.FAILED, 1)
+    assert "no longer exists" in jobs["in/a.txt"].message
+    assert [jobs[k].state for k in ("in/b.txt", "in/c.txt")] == [JobState.SUCCEEDED] * 2
+    assert len(jobs["in/b.txt"].outputs) == 2, "the run's outputs are recorded on its first job whose input was staged"
+    assert "the outputs are recorded on job " + jobs["in/b.txt"].job_id in jobs["in/c.txt"].message
+    assert keys_under(platform, "gone/out") == ["out/b.txt", "out/c.txt", "out/first.txt"]
+
+
 def test_cancelling_a_job_of_a_running_batch_stops_it_and_queues_the_others_again(
     make_platform: PlatformFactory, tmp_path: Path
 ) -> None:
@@ -158,27 +170,6 @@ def test_a_lone_upload_starts_at_once_without_waiting_for_a_batch(
 
     assert (job.state, len(job.outputs)) == (JobState.SUCCEEDED, 1)
     assert "batch" not in platform.read_log("alone", job.job_id)
-
-
-def _wait_for_running(platform: Platform, name: str) -> str:
-    record = None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        records = [r for _, r in platform.ledger.list_jobs(name)]
-        if records:
-            record = wait_for_state(platform, records[0].job_id, {"running"})
-            return record.job_id
-        time.sleep(0.02)
-    raise AssertionError(f"{name}: no job started within 30 s")
-
-
-def _wait_for_queued(platform: Platform, name: str, count: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if platform.ledger.count_jobs(name).get(name, {}).get(JobState.QUEUED, 0) >= count:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{name}: {count} jobs were not queued within 30 s: {platform.ledger.count_jobs(name)}")
 
 
 def _wait_for_file(path: Path) -> None:

@@ -4,6 +4,7 @@ through squeue, and every way a Slurm job can end badly becomes a retry, never a
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -15,7 +16,16 @@ import pytest
 from conveyor.model.job import JobState
 from tests.conftest import PlatformFactory
 from tests.support.cli import Cli, cli_environment
-from tests.support.platform import keys_under, put_text, read_text, service, wait_for_jobs, wait_for_state
+from tests.support.platform import (
+    gated,
+    hold_the_slot_and_queue,
+    keys_under,
+    put_text,
+    read_text,
+    service,
+    wait_for_jobs,
+    wait_for_state,
+)
 from tests.support.slurm import Slurm, run_slurm
 
 pytestmark = pytest.mark.e2e
@@ -95,6 +105,31 @@ def test_admission_keeps_at_most_20_jobs_in_slurm_and_runs_200_files_once(
     assert len({r.trigger.ref.key for r in records if r.trigger}) == 200, "one job per file"
     assert len(keys_under(platform, "burst/out")) == 200
     assert 0 < watcher.peak <= 20, f"{watcher.peak} jobs in squeue at once ({watcher.samples} samples)"
+
+
+@pytest.mark.parametrize("mode", ["each", "directory"])
+def test_queued_inputs_go_to_slurm_in_batches_each_input_still_its_own_job(
+    slurm: Slurm, make_platform: PlatformFactory, tmp_path: Path, mode: str
+) -> None:
+    gate, runs = tmp_path / "gate", tmp_path / "runs"
+    platform = make_platform(slurm={**FAST, "max_pending_per_service": 1}, backend="slurm")
+    copy = 'printf "%s\\n" "$INPUT_FILE_PATHS" | while read -r f; do cp "$f" "$TMP_OUTPUT_DIR/"; done'
+    batch = {"max_files": 10, "mode": mode}
+    platform.apply([service("lots", gated(gate, runs, copy), ["lots/in"], ["lots/out"], batch=batch)])
+    names = [f"f{i}.txt" for i in range(4)]
+    hold_the_slot_and_queue(platform, "lots", names)
+
+    gate.touch()
+    jobs = wait_for_jobs(platform, "lots", 5, timeout_s=120)
+
+    assert {job.state for job in jobs} == {JobState.SUCCEEDED}
+    assert runs.read_text().split() == (["1", "4"] if mode == "directory" else ["1"] * 5)
+    assert keys_under(platform, "lots/out") == sorted(f"out/{n}" for n in ["first.txt", *names])
+    logs = {job.job_id: platform.read_log("lots", job.job_id) or "" for job in jobs}
+    node_runs = {run for log in logs.values() for run in re.findall(r"/conveyor-(lots-[0-9a-f-]{36})-", log)}
+    assert len(node_runs) == 2, f"one Slurm job for the first input, one for the batch: {logs}"
+    batched = [log for log in logs.values() if "batch" in log]
+    assert len(batched) == 4, "every job of the batch has its own log, taken back from the node"
 
 
 def test_a_job_past_its_timeout_is_retried_then_dead(slurm: Slurm, make_platform: PlatformFactory) -> None:

@@ -15,7 +15,7 @@ from conveyor.model.job import JobState
 from conveyor.platform.platform import Platform
 from tests.conftest import PlatformFactory
 from tests.support.engines import Engine
-from tests.support.platform import put_text, service, wait_for_jobs
+from tests.support.platform import gated, hold_the_slot_and_queue, keys_under, put_text, service, wait_for_jobs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
@@ -110,3 +110,24 @@ def test_a_restarted_platform_removes_the_idle_warm_containers_a_killed_one_left
     _warm(make_platform, container_engine, data_dir=tmp_path / "kept")
 
     assert _containers_of(container_engine, "left") == []
+
+
+def test_a_batch_runs_in_one_folder_inside_a_warm_container(
+    make_platform: PlatformFactory, container_engine: Engine
+) -> None:
+    platform = _warm(make_platform, container_engine, max_jobs=1)
+    shared = platform.layout.root / "work" / "bunch"  # the one host folder the container mounts
+    gate, runs = shared / "gate", shared / "runs"
+    copy_all = 'printf "%s\\n" "$INPUT_FILE_PATHS" | while read -r f; do cp "$f" "$TMP_OUTPUT_DIR/"; done'
+    batch = {"max_files": 10, "mode": "directory"}
+    platform.apply([service("bunch", gated(gate, runs, copy_all), ["bunch/in"], ["bunch/out"], batch=batch)])
+    names = [f"f{i}.txt" for i in range(4)]
+    hold_the_slot_and_queue(platform, "bunch", names)
+
+    gate.touch()
+    jobs = wait_for_jobs(platform, "bunch", 5)
+
+    assert runs.read_text().split() == ["1", "4"]
+    assert {job.state for job in jobs} == {JobState.SUCCEEDED}
+    assert keys_under(platform, "bunch/out") == sorted(f"out/{n}" for n in ["first.txt", *names])
+    assert len(_containers_of(container_engine, "bunch")) == 1

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.model.event import ObjectRef
-from conveyor.model.job import TERMINAL_STATES, JobRecord
+from conveyor.model.job import TERMINAL_STATES, JobRecord, JobState
 from conveyor.model.service import Service
 from conveyor.platform.platform import Platform
 
@@ -65,3 +65,42 @@ def wait_for_state(platform: Platform, job_id: str, states: set[str], timeout_s:
             return record
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} did not reach {states} within {timeout_s} s: {record}")
+
+
+def gated(gate: Path, runs: Path, then: str) -> str:
+    """Wait for `gate`, note how many inputs this run got (one line per run in `runs`), then `then`."""
+    return (
+        f'while [ ! -f "{gate}" ]; do sleep 0.02; done; '
+        f'printf "%s\\n" "$INPUT_FILE_PATHS" | grep -c . >> "{runs}"; {then}'
+    )
+
+
+def hold_the_slot_and_queue(platform: Platform, name: str, queued: list[str]) -> str:
+    """Put `first.txt` (its job takes the only slot), then `queued`; returns the first job's id."""
+    put_text(platform, f"{name}/in/first.txt", "first")
+    first = wait_for_running(platform, name)
+    for key in queued:
+        put_text(platform, f"{name}/in/{key}", key)
+    wait_for_queued(platform, name, len(queued))
+    return first
+
+
+def wait_for_running(platform: Platform, name: str) -> str:
+    """The id of the service's first job, once it runs."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        records = [r for _, r in platform.ledger.list_jobs(name)]
+        if records:
+            return wait_for_state(platform, records[0].job_id, {"running"}).job_id
+        time.sleep(0.02)
+    raise AssertionError(f"{name}: no job started within 30 s")
+
+
+def wait_for_queued(platform: Platform, name: str, count: int) -> None:
+    """Until at least `count` jobs of the service are queued."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if platform.ledger.count_jobs(name).get(name, {}).get(JobState.QUEUED, 0) >= count:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{name}: {count} jobs were not queued within 30 s: {platform.ledger.count_jobs(name)}")

@@ -13,6 +13,7 @@ from conveyor import __version__
 from conveyor.api.deps import BASIC_CHALLENGE, is_admin
 from conveyor.api.limits import BodyLimit
 from conveyor.errors import validation_reasons
+from conveyor.events.intake import GroupedIntake
 from conveyor.platform.platform import Platform
 
 
@@ -25,6 +26,7 @@ def create_app(platform: Platform) -> FastAPI:
         redoc_url=None,
     )
     app.state.platform = platform
+    app.state.webhook_intake = GroupedIntake(lambda events: platform.intake.accept_many(events))
     for router in _routers():
         app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=platform.settings.api.max_body_mb * 2**20)

@@ -210,7 +210,8 @@ class Dispatcher:
         if spec.batch:
             self._complete_batch(spec, outcome)
             return
-        final = self._settle(spec, outcome)
+        # A batch adopted after a restart comes back as its lead job alone (the others ran again).
+        final = self._settle(spec, outcome.members.get(spec.job_id, outcome))
         if final is not None:
             self._finish(spec.job_id, final)
 

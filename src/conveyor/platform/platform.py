@@ -288,6 +288,9 @@ class Platform:
             (report.created if is_new else report.updated).append(service.name)
             backend = self.backend_for(service)
             report.warnings += backend.warnings_for(service) if backend is not None else []
+            if service.batch is not None and backend is not None and not backend.runs_batches:
+                ignored = f"{service.name}: batch is ignored: the {backend.name} backend runs one input per job"
+                report.warnings.append(ignored)
             if (old := previous.get(service.name)) is not None:
                 report.warnings += self.sources.unwire_dropped_inputs(old, service)
         self._services_changed()

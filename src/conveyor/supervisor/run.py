@@ -208,18 +208,21 @@ class Supervisor:
 
     def _run_directory(self, spec: JobSpec, stop: threading.Event) -> JobOutcome:
         """The script once for every input, all of them in one input directory."""
-        members: dict[str, JobOutcome] = {}
+        members: dict[str, JobOutcome] = {}  # jobs whose input failed to stage; the rest share the run's outcome
+        staged_ids: list[str] = []
 
         def run_together(log: JobLog) -> JobOutcome:
             for member in spec.batch:
                 note = f"job {member.job_id} runs in one batch with job {spec.job_id}: its log has the script output"
                 JobLog(member.log_path, spec.service.log_level).write("INFO", note)
-            log.write("INFO", f"{len(spec.inputs)} inputs in one run: {', '.join(m.job_id for m in spec.inputs)}")
+            jobs = ", ".join(member.job_id for member in spec.inputs)
+            log.write("INFO", f"a batch of {len(spec.inputs)} inputs in one run: {jobs}")
             input_dir, output_dir = _fresh_work_dir(spec.work_dir)
             staged = self._stage_in_batch(spec, input_dir, log, members)
             if not staged:
                 message = "no input of the batch could be staged in"
                 return JobOutcome(state=JobState.FAILED, message=message, failure="input")
+            staged_ids.extend(member.job_id for member, _ in staged)
             if stop.is_set():
                 return _not_started(spec)
             env = staged[0][1]
@@ -228,15 +231,15 @@ class Supervisor:
             env[contract.TMP_INPUT_DIR] = str(input_dir)
             env[contract.TMP_OUTPUT_DIR] = str(output_dir)
             deepest = spec.model_copy(update={"depth": max(member.depth for member, _ in staged)})
-            outcome = self._run_script(deepest, log, env, spec.service.timeout * len(staged), spec.job_id)
-            for member, _ in staged:
-                members.setdefault(member.job_id, outcome)
-            return outcome
+            return self._run_script(deepest, log, env, spec.service.timeout * len(staged), spec.job_id)
 
         outcome = self._attempt(spec, run_together)
+        owner = staged_ids[0] if staged_ids else spec.job_id  # the run's outputs are recorded on this job
         for member in spec.inputs:
-            if member.job_id not in members or members[member.job_id] is outcome:
-                members[member.job_id] = _shared(outcome, member, spec)
+            if member.job_id not in members:
+                members[member.job_id] = (
+                    outcome if member.job_id == owner else _shared(outcome, owner, len(spec.inputs))
+                )
         return _batch_outcome(members)
 
     def _stage_in_batch(
@@ -364,14 +367,12 @@ def _not_started(batch: JobSpec) -> JobOutcome:
     )
 
 
-def _shared(outcome: JobOutcome, member: JobSpec, batch: JobSpec) -> JobOutcome:
-    """A member's part of a run it shared: the run's state; its outputs stay recorded on the batch's job."""
-    if member.job_id == batch.job_id:
-        return outcome
+def _shared(outcome: JobOutcome, owner: str, inputs: int) -> JobOutcome:
+    """A job's part of a run it shared: the run's state; the outputs stay recorded on job `owner`."""
     return outcome.model_copy(
         update={
-            "message": f"ran in one batch with job {batch.job_id} ({len(batch.inputs)} inputs): {outcome.message}"
-            + (f"; the outputs are recorded on job {batch.job_id}" if outcome.outputs else ""),
+            "message": f"ran in one batch with job {owner} ({inputs} inputs): {outcome.message}"
+            + (f"; the outputs are recorded on job {owner}" if outcome.outputs else ""),
             "outputs": [],
             "response": None,
         }

@@ -515,3 +515,28 @@ def test_duplicate_names() -> None:
     assert duplicate_names(services) == ["a", "b"]
     assert duplicate_names([make_service(name="x"), make_service(name="y")]) == []
     assert duplicate_names([]) == []
+
+
+# ---- batch ----------------------------------------------------------------------------------
+
+
+def test_batch_is_off_unless_asked_and_defaults_to_each_with_20_files() -> None:
+    assert make_service().batch is None
+    batch = make_service(batch={}).batch
+    assert batch is not None
+    assert (batch.max_files, batch.mode) == (20, "each")
+    assert make_service(batch={"max_files": 200, "mode": "directory"}).batch.mode == "directory"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("batch", "complaint"),
+    [
+        ({"mode": "folder"}, "'each' or 'directory'"),
+        ({"max_files": 0}, "greater than or equal to 1"),
+        ({"max_files": 5000}, "less than or equal to 1000"),
+        ({"max_file": 5}, "Extra inputs are not permitted"),
+    ],
+)
+def test_a_wrong_batch_says_what_is_wrong(batch: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(ValidationError, match=complaint):
+        make_service(batch=batch)

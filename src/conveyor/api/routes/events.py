@@ -31,7 +31,8 @@ async def seaweedfs_event(request: Request) -> JSONResponse:
 
     The filer posts every change under /buckets, outputs included, one request each: a plain
     Starlette endpoint (no dependency solving, no body model) that drops what no service reads
-    before the hop to a worker thread keeps the cost of those requests small.
+    before the hop to a worker thread keeps the cost of those requests small. Events that arrive
+    together are written together (GroupedIntake).
     """
     platform = get_platform(request)
     _require_store_token(request, platform)
@@ -42,7 +43,7 @@ async def seaweedfs_event(request: Request) -> JSONResponse:
     event = parse_filer_event(payload) if isinstance(payload, dict) else None
     if event is None or not platform.index.services_for(event.ref):
         return JSONResponse({"jobs": []})
-    jobs = await run_in_threadpool(platform.accept_event, event)
+    jobs = await request.app.state.webhook_intake.accept(event)
     return JSONResponse({"jobs": jobs})
 
 

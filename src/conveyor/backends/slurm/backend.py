@@ -30,7 +30,7 @@ from pydantic import BaseModel
 
 from conveyor.backends.base import Backend
 from conveyor.backends.slurm.commands import QueueEntry, SlurmCommands, SlurmUnavailable
-from conveyor.backends.slurm.node import LOG_FILE, OUTCOME_FILE, NodeJob, read_outcome
+from conveyor.backends.slurm.node import LOG_FILE, OUTCOME_FILE, NodeJob, member_log_name, read_outcome
 from conveyor.errors import BackendError, BackendUnavailable
 from conveyor.model.job import JobHandle, JobOutcome, JobSpec, JobState, JobStatus
 from conveyor.model.service import Service
@@ -83,6 +83,8 @@ class _Array:
 class SlurmBackend(Backend):
     name = "slurm"
     full_per_service = True
+    runs_batches = True
+    """A batch is one Slurm job: one Python start and one store client on the node for all its inputs."""
 
     def __init__(
         self,
@@ -153,7 +155,7 @@ class SlurmBackend(Backend):
                 self._jobs[job.job_id] = tracked
                 self._wake.notify_all()
         else:
-            options = self._options(job.service, tracked.name, tracked.job_dir / "slurm.out")
+            options = self._options(job.service, tracked.name, tracked.job_dir / "slurm.out", len(job.inputs))
             tracked.native_id = self.commands.submit(options, tracked.job_dir / "job.sh")
             self._save_submission(tracked)
             with self._wake:
@@ -259,8 +261,9 @@ class SlurmBackend(Backend):
         else:
             tracked.slurm_out = self._array_dir(name) / f"{task}.out"
 
-    def _options(self, service: Service, name: str, output: Path | str) -> list[str]:
-        """sbatch options: the service's resources and walltime, the platform's then the service's settings."""
+    def _options(self, service: Service, name: str, output: Path | str, inputs: int = 1) -> list[str]:
+        """sbatch options: the service's resources and walltime (its timeout per input of a batch), the
+        platform's then the service's settings."""
         own = service.slurm
         options = [
             f"--job-name={name}",
@@ -268,7 +271,7 @@ class SlurmBackend(Backend):
             f"--chdir={self.shared_dir}",
             f"--cpus-per-task={max(1, math.ceil(service.cpu_cores))}",
             f"--mem={max(1, math.ceil(service.memory_bytes / 2**20))}M",
-            f"--time={walltime_minutes(service.timeout, self.config.time_margin_s)}",
+            f"--time={walltime_minutes(service.timeout * inputs, self.config.time_margin_s)}",
             "--export=" + ",".join(name for name in _EXPORTED if name in os.environ),
         ]
         for option in ("partition", "account", "qos"):
@@ -299,7 +302,11 @@ class SlurmBackend(Backend):
         self._array_tasks_left[name] = len(jobs)
         for index, tracked in enumerate(jobs):
             self._place(tracked, name, index)
-        options = [*self._options(jobs[0].spec.service, name, array_dir / "%a.out"), f"--array=0-{len(jobs) - 1}"]
+        inputs = max(len(tracked.spec.inputs) for tracked in jobs)
+        options = [
+            *self._options(jobs[0].spec.service, name, array_dir / "%a.out", inputs),
+            f"--array=0-{len(jobs) - 1}",
+        ]
         try:
             array_id = self.commands.submit(options, script)
         except BackendError as error:
@@ -479,7 +486,13 @@ def _collect_logs(tracked: _Tracked, outcome: JobOutcome, *, from_slurm: bool) -
             parts.append(f"--- Slurm output of job {tracked.native_id} ---\n".encode() + output + b"\n")
     if from_slurm:
         parts.append(f"slurm: {outcome.message}\n".encode())
-    log_path = tracked.spec.log_path
+    _append(tracked.spec.log_path, parts)
+    for member in tracked.spec.batch:
+        member_log = tracked.job_dir / member_log_name(member.job_id)
+        _append(member.log_path, [member_log.read_bytes()] if member_log.exists() else [])
+
+
+def _append(log_path: Path, parts: list[bytes]) -> None:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:
         for part in parts:

@@ -71,7 +71,7 @@ def run_job(job_file: Path) -> int:
     job = NodeJob.model_validate_json(job_file.read_text())
     job_dir = job_file.parent
     scratch = Path(tempfile.mkdtemp(prefix=f"conveyor-{job.spec.job_id}-", dir=_scratch_root(job.scratch_dir)))
-    spec = job.spec.model_copy(update={"work_dir": scratch / "work", "log_path": job_dir / LOG_FILE})
+    spec = _on_this_node(job.spec, scratch, job_dir)
     runner = node_runner(job.runtime, job.engine_options, job.run_options)
     # Slurm ends a cancelled or timed-out job with SIGTERM (then SIGKILL): stop the script with us.
     signal.signal(signal.SIGTERM, lambda signum, frame: _stop(runner, spec.job_id, scratch))
@@ -83,6 +83,22 @@ def run_job(job_file: Path) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
     write_outcome(job_dir / OUTCOME_FILE, outcome)
     return 0
+
+
+def member_log_name(job_id: str) -> str:
+    """The log, beside LOG_FILE, of a job that runs in another's batch."""
+    return f"{job_id}.log"
+
+
+def _on_this_node(spec: JobSpec, scratch: Path, job_dir: Path) -> JobSpec:
+    """Work dirs in the node's scratch and logs in the job's shared directory, for each job of a batch."""
+    batch = [
+        member.model_copy(
+            update={"work_dir": scratch / f"work-{index}", "log_path": job_dir / member_log_name(member.job_id)}
+        )
+        for index, member in enumerate(spec.batch, start=1)
+    ]
+    return spec.model_copy(update={"work_dir": scratch / "work", "log_path": job_dir / LOG_FILE, "batch": batch})
 
 
 def _stop(runner: Any, job_id: str, scratch: Path) -> None:
