@@ -26,7 +26,7 @@ STEPS = [
     ("dispatcher: Ledger.finish_job", r"Ledger\.finish_job"),
     ("dispatcher: the rest (JobSpec, status, wake-ups)", r"Dispatcher\._loop"),
     ("webhook: Ledger.record_event", r"Ledger\.record_event"),
-    ("webhook: parse and route the event", r"seaweedfs_event|accept_event"),
+    ("webhook: parse and route the event", r"seaweedfs_event|accept_event|GroupedIntake|accept_many"),
     ("webhook: HTTP server, ASGI middleware, FastAPI", r"uvicorn|starlette|fastapi|anyio|h11"),
     ("job: stage-in (GET; the filer for the own store)", r"Supervisor\._stage_in"),
     ("job: start and wait for the script (Popen, run.json, timer)", r"ProcessRunner\.run"),

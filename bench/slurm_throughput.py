@@ -1,5 +1,6 @@
 """Throughput of trivial jobs through Slurm: bare sbatch (Slurm's own floor), then Conveyor's Slurm
-backend with one sbatch per job and with job arrays, in the same invocation on the same cluster.
+backend with one sbatch per job, with job arrays, and with batches (several inputs per Slurm job),
+in the same invocation on the same cluster.
 
 A single-node Slurm (scripts/slurm-up.sh, as root) runs every variant; Conveyor's jobs copy a
 1 KB file from the embedded store to it (stage-in, script, stage-out on the "node"). Results go to
@@ -72,17 +73,24 @@ def bare_sbatch(jobs: int, scratch: Path, array: bool) -> float:
     return time.perf_counter() - started
 
 
-def conveyor(jobs: int, scratch: Path, array_window_s: float) -> tuple[float, int]:
+BATCH = {"max_files": 20, "mode": "each"}
+BATCH_PENDING = 4
+"""Slurm jobs of the batched service at once: inputs queue behind them and go in batches."""
+
+
+def conveyor(
+    jobs: int, scratch: Path, array_window_s: float, *, batch: dict[str, object] | None = None, pending: int = 0
+) -> tuple[float, int]:
     """Seconds from the first put until every job succeeded, and the jobs that did."""
     settings = Settings(
-        data_dir=scratch / f"data-{array_window_s}",
+        data_dir=scratch / f"data-{array_window_s}-{bool(batch)}",
         api={"port": 0},
         storage={"s3_port": 0},
         local={"runtime": "process"},
         backend="slurm",
         slurm={
             "enabled": True,
-            "max_pending_per_service": jobs,
+            "max_pending_per_service": pending or jobs,
             "poll_interval_s": 0.5,
             "array_window_s": array_window_s,
         },
@@ -93,7 +101,7 @@ def conveyor(jobs: int, scratch: Path, array_window_s: float) -> tuple[float, in
     try:
         service = Service.model_validate(
             {"name": "trivial", "image": "-", "script": SCRIPT, "input": [{"path": "bench/in"}],
-             "output": [{"path": "bench/out"}]}
+             "output": [{"path": "bench/out"}], "batch": batch}
         )  # fmt: skip
         platform.apply([service])
         body = os.urandom(512).hex().encode()
@@ -128,6 +136,8 @@ def main() -> None:
             ("Conveyor, one sbatch per job", lambda: conveyor(args.jobs, scratch, 0.0)),
             (f"Conveyor, job arrays ({args.array_window_s} s window)",
              lambda: conveyor(args.jobs, scratch, args.array_window_s)),
+            (f"Conveyor, batches of ≤ {BATCH['max_files']} inputs per Slurm job, {BATCH_PENDING} at once",
+             lambda: conveyor(args.jobs, scratch, 0.0, batch=BATCH, pending=BATCH_PENDING)),
         ):  # fmt: skip
             seconds, succeeded = run()
             rows.append(

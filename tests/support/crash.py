@@ -42,6 +42,20 @@ functions:
       output: [{path: crash/out}]
 """
 SERVICES = ("shout", "flip")
+EVERY_INPUT = (
+    'printf "%s\\n" "$INPUT_FILE_PATHS" | while read -r f; do {} "$f" > "$TMP_OUTPUT_DIR/$(basename "$f")"; done'
+)
+EACH_INPUT = {  # the same work over every input of a batch run in one folder (batch.mode: directory)
+    "first.sh": "sleep 0.05; " + EVERY_INPUT.format("tr a-z A-Z <"),
+    "second.sh": "sleep 0.05; " + EVERY_INPUT.format("rev"),
+}
+
+
+def workflow(batch: str | None) -> str:
+    """The two-service FDL; with `batch` (a batch mode) both services run queued inputs in batches of 10."""
+    if batch is None:
+        return WORKFLOW
+    return WORKFLOW.replace("      cpu: '0.5'\n", f"      cpu: '0.5'\n      batch: {{max_files: 10, mode: {batch}}}\n")
 
 
 @dataclass
@@ -65,11 +79,15 @@ class CrashResult:
         return self.files - self.outputs
 
 
-def run_crash_scenario(workdir: Path, files: int, kill_at_fraction: float = 0.3, timeout_s: float = 900) -> CrashResult:
+def run_crash_scenario(
+    workdir: Path, files: int, kill_at_fraction: float = 0.3, timeout_s: float = 900, batch: str | None = None
+) -> CrashResult:
+    """`batch`: both services run batches of this mode (`each`, `directory`)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "first.sh").write_text(FIRST + "\n")
-    (workdir / "second.sh").write_text(SECOND + "\n")
-    (workdir / "workflow.yaml").write_text(WORKFLOW)
+    scripts = EACH_INPUT if batch == "directory" else {"first.sh": FIRST, "second.sh": SECOND}
+    for name, script in scripts.items():
+        (workdir / name).write_text(script + "\n")
+    (workdir / "workflow.yaml").write_text(workflow(batch))
     env = cli_environment(workdir)
     cli = Cli(env, workdir)
     up = start_up(env, workdir)
