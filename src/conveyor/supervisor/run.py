@@ -292,7 +292,9 @@ class Supervisor:
                 state=JobState.TIMED_OUT,
                 failure="timeout",
                 exit_code=result.exit_code,
-                message=f"killed after {timeout_s:g} s, the service's timeout; nothing was uploaded",
+                message=f"killed after {timeout_s:g} s, the service's timeout"
+                + ("" if timeout_s == spec.service.timeout else " for each input of the batch")
+                + "; nothing was uploaded",
                 response=script_output,
             )
         if result.exit_code != 0:
