@@ -40,12 +40,12 @@ def notifications_lost(platform: Platform) -> Iterator[list[ObjectEvent]]:
     """Every event the webhook brings is answered and dropped; yields the dropped events."""
     dropped: list[ObjectEvent] = []
 
-    def drop(event: ObjectEvent, only_service: str | None = None) -> list[str]:
-        dropped.append(event)
-        return []
+    def drop(events: list[ObjectEvent], only_service: str | None = None) -> list[list[str]]:
+        dropped.extend(events)
+        return [[] for _ in events]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(platform.intake, "accept", drop)
+        patch.setattr(platform.intake, "accept_many", drop)  # the intake's one door: accept() goes through it too
         yield dropped
 
 
@@ -98,13 +98,14 @@ def test_lost_notifications_are_found_by_the_reconciler_and_run_once(make_platfo
 def test_a_notification_delivered_twice_makes_one_job_and_is_counted(make_platform: PlatformFactory) -> None:
     platform = make_platform(dispatch=QUIET)
     platform.apply([service("twice", COPY, ["dup/in"], ["dup/out"])])
-    deliver = platform.intake.accept
+    deliver = platform.intake.accept_many
 
-    def twice(event: ObjectEvent, only_service: str | None = None) -> list[str]:
-        return deliver(event, only_service) + deliver(event, only_service)
+    def twice(events: list[ObjectEvent], only_service: str | None = None) -> list[list[str]]:
+        first, again = deliver(events, only_service), deliver(events, only_service)
+        return [jobs + more for jobs, more in zip(first, again, strict=True)]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(platform.intake, "accept", twice)
+        patch.setattr(platform.intake, "accept_many", twice)
         put_files(platform, "dup/in", [f"f{i}.txt" for i in range(20)])
         jobs = wait_for_jobs(platform, "twice", 20)
 
@@ -183,16 +184,15 @@ def test_between_listings_lost_notifications_come_back_from_the_change_log_with_
     )
     assert platform.reconciler.reconcile_once(full=True).mode == "listing"
     dropped: list[ObjectEvent] = []
-    accept = platform.intake.accept
+    accept_many = platform.intake.accept_many
 
-    def lose_outputs(event: ObjectEvent, only_service: str | None = None) -> list[str]:
-        if event.ref.key.startswith("mid/"):
-            dropped.append(event)
-            return []
-        return accept(event, only_service)
+    def lose_outputs(events: list[ObjectEvent], only_service: str | None = None) -> list[list[str]]:
+        dropped.extend(event for event in events if event.ref.key.startswith("mid/"))
+        created = iter(accept_many([e for e in events if not e.ref.key.startswith("mid/")], only_service))
+        return [[] if event.ref.key.startswith("mid/") else next(created) for event in events]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(platform.intake, "accept", lose_outputs)
+        patch.setattr(platform.intake, "accept_many", lose_outputs)
         put_text(platform, "replay/in/x.txt", "x")
         first = wait_for_jobs(platform, "first", 1)[0]
         wait_until(lambda: len(dropped) == 1, "the output's notification was dropped")
