@@ -92,7 +92,7 @@ def files_through(
     """
     script = workload.batch_script if batch == "directory" else workload.script
     with platform_for(runtime, scratch, workers) as platform, uploader_for(platform) as uploader:
-        platform.apply([copy_service("bench", script, "bench-in/in", "bench-out/out", batch)])
+        platform.catalog.apply([copy_service("bench", script, "bench-in/in", "bench-out/out", batch)])
         first_put = uploader.put_many("bench-in", [f"in/{input_name(i)}" for i in range(files)])
         jobs = wait_for_jobs(platform, "bench", files, timeout_s=60 + files * 2.0)
         check_outputs(platform, jobs, "bench-out", "out/", files)

@@ -39,7 +39,7 @@ def conveyor_split(files: int, batch: str | None = None) -> dict[str, float]:
     """CPU seconds per component during one run of W, and its wall time; `batch` a batch mode."""
     script = W.batch_script if batch == "directory" else W.script
     with tempfile.TemporaryDirectory() as scratch, platform_for("process", Path(scratch), 2) as platform:
-        platform.apply([copy_service("bench", script, "bench-in/in", "bench-out/out", batch)])
+        platform.catalog.apply([copy_service("bench", script, "bench-in/in", "bench-out/out", batch)])
         with uploader_for(platform) as uploader:
             weed = int((platform.layout.seaweedfs / "weed.pid").read_text())
             client = _uploader_pid(uploader)

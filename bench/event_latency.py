@@ -83,7 +83,7 @@ def measure(endpoint: str | None, puts: int, gap_s: float, bucket: str) -> tuple
                 "storage_providers": providers,
             }
         )
-        platform.apply([service])
+        platform.catalog.apply([service])
         creds = platform.s3_credentials
         s3: Any = boto3.client(
             "s3",
@@ -103,7 +103,7 @@ def measure(endpoint: str | None, puts: int, gap_s: float, bucket: str) -> tuple
             if sum(1 for job in jobs if job.state in TERMINAL_STATES) >= puts:
                 break
             time.sleep(0.05)
-        platform.delete_service("latency")  # takes the topic and the notification down
+        platform.catalog.delete("latency")  # takes the topic and the notification down
         triggered = [job for job in jobs if job.trigger and job.started_at]
         created = [(job.created_at - put_at[job.trigger.ref.key]).total_seconds() for job in triggered]
         started = [(job.started_at - put_at[job.trigger.ref.key]).total_seconds() for job in triggered]

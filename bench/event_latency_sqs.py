@@ -106,7 +106,7 @@ def measure(endpoint: str, puts: int, gap_s: float) -> list[float]:
                     "storage_providers": {"s3": {"aws": provider}},
                 }
             )
-            platform.apply([service])
+            platform.catalog.apply([service])
             s3: Any = boto3.client(
                 "s3",
                 endpoint_url=endpoint,

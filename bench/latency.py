@@ -34,7 +34,7 @@ GAP_S = 0.02
 def single_uploads(runtime: str, uploads: int, scratch: Path) -> dict[str, dict[str, float]]:
     """p50/p95/p99 of PUT → job created, → job started, → script start, → output stored."""
     with platform_for(runtime, scratch, workers=2, dispatch={"reconcile_interval_s": 0}) as platform:
-        platform.apply([copy_service("latency", STAMP_SCRIPT, "lat-in/in", "lat-out/out")])
+        platform.catalog.apply([copy_service("latency", STAMP_SCRIPT, "lat-in/in", "lat-out/out")])
         put_at = _put_one_by_one(platform, "lat-in", uploads, services=["latency"])
         jobs = _jobs(platform, "latency", uploads)
         check_outputs(platform, jobs, "lat-out", "out/", uploads)
@@ -61,7 +61,7 @@ def chain(uploads: int, scratch: Path) -> dict[str, dict[str, float]]:
         for name, source, target in zip(CHAIN, buckets, buckets[1:], strict=False)
     ]
     with platform_for("process", scratch, workers=2, dispatch={"reconcile_interval_s": 0}) as platform:
-        platform.apply(services)
+        platform.catalog.apply(services)
         put_at = _put_one_by_one(platform, "chain-in", uploads, services=list(CHAIN), prefix="data")
         stages = [{_name(job): job for job in _jobs(platform, name, uploads)} for name in CHAIN]
     first, last = [], []

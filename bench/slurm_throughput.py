@@ -103,7 +103,7 @@ def conveyor(
             {"name": "trivial", "image": "-", "script": SCRIPT, "input": [{"path": "bench/in"}],
              "output": [{"path": "bench/out"}], "batch": batch}
         )  # fmt: skip
-        platform.apply([service])
+        platform.catalog.apply([service])
         body = os.urandom(512).hex().encode()
         started = time.perf_counter()
         for index in range(jobs):

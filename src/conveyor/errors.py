@@ -2,8 +2,16 @@
 
     ConveyorError
     ├── ConfigError              settings that cannot work (bad port, unreadable file)
-    ├── FDLError                 an FDL file with problems; carries one Problem per finding
-    ├── ServiceNotFound          no service with that name
+    ├── DefinitionError          service definitions that cannot run here; one Problem per finding
+    │   └── FDLError             ... read from an FDL file (each Problem carries its file:line)
+    ├── DeployError              what valid services need (buckets, notifications) could not be set up
+    ├── NotFound                 no service, job or bucket by that name (the message says which)
+    │   ├── ServiceNotFound
+    │   ├── JobNotFound
+    │   └── BucketNotFound
+    ├── Conflict                 the request clashes with what exists (a name taken)
+    ├── InvalidRequest           a request that cannot be carried out as asked (an ambiguous job id)
+    ├── NotSupported             a feature OSCAR has and Conveyor does not; the message says why
     ├── StorageError             anything a storage provider could not do
     │   ├── ObjectNotFound       the object (or bucket) does not exist
     │   ├── StorageAuthError     the store refused the credentials
@@ -54,16 +62,54 @@ class Problem:
         return f"{where}{self.field}: {self.message}"
 
 
-class FDLError(ConveyorError):
+class DefinitionError(ConveyorError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("; ".join(str(p) for p in problems))
 
 
-class ServiceNotFound(ConveyorError):
+class FDLError(DefinitionError):
+    pass
+
+
+class DeployError(ConveyorError):
+    """Carries one Problem naming the service whose buckets or notifications could not be set up."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))
+
+
+class NotFound(ConveyorError):
+    pass
+
+
+class ServiceNotFound(NotFound):
     def __init__(self, name: str) -> None:
         self.name = name
-        super().__init__(f"no service named {name!r}")
+        super().__init__(f"the service {name!r} does not exist")
+
+
+class JobNotFound(NotFound):
+    pass
+
+
+class BucketNotFound(NotFound):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"the bucket {name!r} does not exist")
+
+
+class Conflict(ConveyorError):
+    pass
+
+
+class InvalidRequest(ConveyorError):
+    pass
+
+
+class NotSupported(ConveyorError):
+    pass
 
 
 class StorageError(ConveyorError):

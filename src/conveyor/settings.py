@@ -20,9 +20,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from conveyor.model.kinds import BackendKind
+
 Runtime = Literal["auto", "container", "process"]
 SlurmRuntime = Literal["process", "podman", "docker", "apptainer", "singularity"]
-BackendName = Literal["local", "slurm"]
 
 
 def default_data_dir() -> Path:
@@ -120,7 +121,7 @@ class Settings(BaseSettings):
     admin_password: str | None = Field(None, description="default: generated on first start, kept in data dir")
     api: ApiSettings = Field(default_factory=ApiSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
-    backend: BackendName = Field("local", description="where jobs of services that name no backend run")
+    backend: BackendKind = Field("local", description="where jobs of services that name no backend run")
     local: LocalBackendSettings = Field(default_factory=LocalBackendSettings)
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
@@ -145,6 +146,11 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
         return (init_settings, env_settings, toml)
+
+    @property
+    def enabled_backends(self) -> list[str]:
+        """The local backend always runs; Slurm when enabled, or when it is the default."""
+        return ["local", *(["slurm"] if self.slurm.enabled or self.backend == "slurm" else [])]
 
     @property
     def resolved_ledger_url(self) -> str:

@@ -57,7 +57,7 @@ def test_a_file_put_in_s3_runs_a_job_whose_output_lands_in_another_bucket(
 ) -> None:
     platform = make_platform(dispatch=NO_RECONCILER)
     service = aws_service(moto)
-    platform.apply([service])
+    platform.catalog.apply([service])
     s3 = moto.client("s3")
     assert [q["Id"] for q in s3.get_bucket_notification_configuration(Bucket=INBOX)["QueueConfigurations"]] == [
         queue := queue_names(moto)[0]
@@ -74,7 +74,7 @@ def test_a_file_put_in_s3_runs_a_job_whose_output_lands_in_another_bucket(
         ("s3.aws", OUTBOX, "out/hello world.txt")
     ]
 
-    assert platform.delete_service("copy-aws")
+    platform.catalog.delete("copy-aws")
     assert queue_names(moto) == []
     assert "QueueConfigurations" not in s3.get_bucket_notification_configuration(Bucket=INBOX)
 
@@ -85,7 +85,7 @@ def test_files_put_while_conveyor_is_down_wait_in_the_queue(
     """The restarted platform wires its services again, which tells the source which queues to read."""
     data_dir = tmp_path / "restart"
     first = make_platform(data_dir=data_dir, dispatch=NO_RECONCILER)
-    first.apply([aws_service(moto)])
+    first.catalog.apply([aws_service(moto)])
     first.stop()
     moto.client("s3").put_object(Bucket=INBOX, Key="in/while-down.txt", Body=b"late")
 
@@ -100,7 +100,7 @@ def test_event_to_job_latency_over_fifty_puts(make_platform: PlatformFactory, mo
     """From the start of each PUT to the job's creation in the ledger (bench/event_latency_sqs.py
     measures the same with more PUTs and writes bench/results/)."""
     platform = make_platform(dispatch=NO_RECONCILER)
-    platform.apply([aws_service(moto)])
+    platform.catalog.apply([aws_service(moto)])
     s3 = moto.client("s3")
     put_at: dict[str, datetime] = {}
     for i in range(50):

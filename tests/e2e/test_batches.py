@@ -37,7 +37,7 @@ def test_a_directory_batch_runs_the_script_once_for_every_queued_input(
     gate, runs = tmp_path / "gate", tmp_path / "runs"
     platform = make_platform(max_jobs=1)
     batch = {"max_files": 10, "mode": "directory"}
-    platform.apply([service("bunch", gated(gate, runs, COPY_ALL), ["bunch/in"], ["bunch/out"], batch=batch)])
+    platform.catalog.apply([service("bunch", gated(gate, runs, COPY_ALL), ["bunch/in"], ["bunch/out"], batch=batch)])
     names = [f"f{i}.txt" for i in range(5)]
     first = hold_the_slot_and_queue(platform, "bunch", names)
 
@@ -55,7 +55,7 @@ def test_a_directory_batch_runs_the_script_once_for_every_queued_input(
     followers = [job for job in batched if job is not leads[0]]
     assert all(f"ran in one batch with job {leads[0].job_id} (5 inputs)" in job.message for job in followers)
     assert all(job.attempt == 1 for job in jobs)
-    follower_log = platform.read_log("bunch", followers[0].job_id)
+    follower_log = platform.jobs.read_log("bunch", followers[0].job_id)
     assert f"runs in one batch with job {leads[0].job_id}" in follower_log
 
 
@@ -65,7 +65,7 @@ def test_an_each_batch_runs_the_script_once_per_input_with_each_job_its_own(
     gate, runs = tmp_path / "gate", tmp_path / "runs"
     platform = make_platform(max_jobs=1)
     copy = 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"'
-    platform.apply(
+    platform.catalog.apply(
         [service("each", gated(gate, runs, copy), ["each/in"], ["each/out"], batch={"max_files": 3, "mode": "each"})]
     )
     names = [f"f{i}.txt" for i in range(5)]
@@ -77,7 +77,7 @@ def test_an_each_batch_runs_the_script_once_per_input_with_each_job_its_own(
     assert runs.read_text().split() == ["1"] * 6
     assert {job.state for job in jobs} == {JobState.SUCCEEDED}
     assert all(len(job.outputs) == 1 and job.outputs[0].ref.key.endswith(job.trigger.ref.key[3:]) for job in jobs)  # type: ignore[union-attr]
-    logs = [platform.read_log("each", job.job_id) for job in jobs]
+    logs = [platform.jobs.read_log("each", job.job_id) for job in jobs]
     sizes = [re.findall(r"runs in a batch of (\d+) inputs", log) for log in logs]
     assert sorted(size for found in sizes for size in found) == ["2", "2", "3", "3", "3"]
 
@@ -88,7 +88,7 @@ def test_a_failed_batch_is_retried_input_by_input_so_only_the_bad_one_ends_dead(
     gate, runs = tmp_path / "gate", tmp_path / "runs"
     platform = make_platform(max_jobs=1)
     fussy = f'if grep -q bad $INPUT_FILE_PATHS; then echo "a bad input"; exit 7; fi; {COPY_ALL}'
-    platform.apply(
+    platform.catalog.apply(
         [
             service(
                 "fussy",
@@ -119,7 +119,7 @@ def test_an_input_gone_before_its_batch_ran_fails_alone_and_the_rest_succeed(
     gate, runs = tmp_path / "gate", tmp_path / "runs"
     platform = make_platform(max_jobs=1)
     batch = {"max_files": 10, "mode": "directory"}
-    platform.apply([service("gone", gated(gate, runs, COPY_ALL), ["gone/in"], ["gone/out"], batch=batch)])
+    platform.catalog.apply([service("gone", gated(gate, runs, COPY_ALL), ["gone/in"], ["gone/out"], batch=batch)])
     hold_the_slot_and_queue(platform, "gone", ["a.txt", "b.txt", "c.txt"])
     platform.storage.default.delete(ObjectRef.parse("gone/in/a.txt"))
 
@@ -144,7 +144,9 @@ def test_cancelling_a_job_of_a_running_batch_stops_it_and_queues_the_others_agai
         f'if [ "$(printf "%s\\n" "$INPUT_FILE_PATHS" | grep -c .)" -gt 1 ]; then touch "{held}"; sleep 60; fi'
     )
     script = gated(gate, runs, f"{hold_batches}; {COPY_ALL}")
-    platform.apply([service("stop", script, ["stop/in"], ["stop/out"], batch={"max_files": 10, "mode": "directory"})])
+    platform.catalog.apply(
+        [service("stop", script, ["stop/in"], ["stop/out"], batch={"max_files": 10, "mode": "directory"})]
+    )
     hold_the_slot_and_queue(platform, "stop", ["a.txt", "b.txt", "c.txt"])
     gate.touch()
     _wait_for_file(held)
@@ -163,13 +165,13 @@ def test_a_lone_upload_starts_at_once_without_waiting_for_a_batch(
     make_platform: PlatformFactory, tmp_path: Path
 ) -> None:
     platform = make_platform()
-    platform.apply([service("alone", COPY_ALL, ["alone/in"], ["alone/out"], batch={"max_files": 50})])
+    platform.catalog.apply([service("alone", COPY_ALL, ["alone/in"], ["alone/out"], batch={"max_files": 50})])
     put_text(platform, "alone/in/x.txt", "x")
 
     [job] = wait_for_jobs(platform, "alone", 1, timeout_s=10)
 
     assert (job.state, len(job.outputs)) == (JobState.SUCCEEDED, 1)
-    assert "batch" not in platform.read_log("alone", job.job_id)
+    assert "batch" not in platform.jobs.read_log("alone", job.job_id)
 
 
 def _wait_for_file(path: Path) -> None:

@@ -71,7 +71,7 @@ def test_a_file_put_in_ceph_runs_a_job_whose_output_lands_in_the_embedded_store(
 ) -> None:
     platform = make_platform(dispatch=NO_RECONCILER)
     service = ceph_service(ceph, "from-ceph", "incoming")
-    platform.apply([service])
+    platform.catalog.apply([service])
     assert notification_ids(s3, "incoming") == [topic_name(service, service.input[0])]
     assert platform.sources.describe(service, service.input[0]).startswith(f"SNS push from {ceph.endpoint}")
 
@@ -88,7 +88,7 @@ def test_a_file_put_in_ceph_runs_a_job_whose_output_lands_in_the_embedded_store(
     assert keys_under(platform, "results/from-ceph/") == ["from-ceph/photo 1.txt"]
     assert read_text(platform, "results/from-ceph/photo 1.txt", tmp_path) == "stored in ceph"
 
-    assert platform.delete_service("from-ceph")
+    platform.catalog.delete("from-ceph")
     assert notification_ids(s3, "incoming") == [], "deleting the service removes its bucket notification"
     topics = [t["TopicArn"] for t in ceph.client("sns").list_topics()["Topics"]]
     assert not [arn for arn in topics if "conveyor-from-ceph-" in arn]
@@ -98,7 +98,7 @@ def test_event_to_job_latency_over_single_puts(make_platform: PlatformFactory, c
     """Each PUT's start to its job's creation in the ledger. RGW posts before it answers the PUT, so
     the PUTs go one at a time by themselves; earlier jobs run meanwhile."""
     platform = make_platform(dispatch=NO_RECONCILER)
-    platform.apply([ceph_service(ceph, "latency", "latency")])
+    platform.catalog.apply([ceph_service(ceph, "latency", "latency")])
     put_at: dict[str, datetime] = {}
 
     for i in range(LATENCY_PUTS):
@@ -113,14 +113,14 @@ def test_event_to_job_latency_over_single_puts(make_platform: PlatformFactory, c
     p50, p99 = statistics.median(latencies), latencies[round(0.99 * (len(latencies) - 1))]
     print(f"\nCeph RGW PUT → job created, {LATENCY_PUTS} PUTs: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
     assert p99 < 5.0, "a notification that is not pushed at once (persistent topic, polling) would show here"
-    platform.delete_service("latency")
+    platform.catalog.delete("latency")
 
 
 def test_lost_notifications_from_ceph_are_found_by_the_reconciler_and_run_once(
     make_platform: PlatformFactory, ceph: CephRgw, s3: Any
 ) -> None:
     platform = make_platform(dispatch=NO_RECONCILER)
-    platform.apply([ceph_service(ceph, "lost-ceph", "lost")])
+    platform.catalog.apply([ceph_service(ceph, "lost-ceph", "lost")])
     names = [f"in/file-{i:02d}.txt" for i in range(10)]
 
     dropped = _put_while_notifications_are_lost(platform, s3, "lost", names)
@@ -135,7 +135,7 @@ def test_lost_notifications_from_ceph_are_found_by_the_reconciler_and_run_once(
     assert sorted(job.trigger.ref.key for job in jobs if job.trigger) == names
     again = platform.reconciler.reconcile_once(full=True)
     assert (again.listed, again.accepted) == (10, 0)
-    platform.delete_service("lost-ceph")
+    platform.catalog.delete("lost-ceph")
 
 
 def _put_while_notifications_are_lost(platform: Platform, s3: Any, bucket: str, keys: list[str]) -> list[ObjectEvent]:
@@ -158,12 +158,12 @@ def test_a_key_with_a_plus_sign_runs_on_the_object_as_stored(
     make_platform: PlatformFactory, ceph: CephRgw, s3: Any
 ) -> None:
     platform = make_platform(dispatch=NO_RECONCILER)
-    platform.apply([ceph_service(ceph, "plus-keys", "plus")])
+    platform.catalog.apply([ceph_service(ceph, "plus-keys", "plus")])
 
     s3.put_object(Bucket="plus", Key="in/1+1=2 100%.txt", Body=b"x")
 
     job = wait_for_jobs(platform, "plus-keys", 1)[0]
-    platform.delete_service("plus-keys")
+    platform.catalog.delete("plus-keys")
     assert job.trigger is not None and job.trigger.ref.key == "in/1+1=2 100%.txt"
     assert job.state == JobState.SUCCEEDED, job.message
 
@@ -184,14 +184,14 @@ def test_a_job_output_written_to_ceph_keeps_its_lineage(make_platform: PlatformF
     second = ceph_service(ceph, "ceph-second", "lineage").model_copy(
         update={"input": [first.output[0].model_copy()]}, deep=True
     )
-    platform.apply([first, second])
+    platform.catalog.apply([first, second])
     client = ceph.client()
     client.put_object(Bucket="lineage", Key="in/x.txt", Body=b"x")
     client.close()
 
     parent = wait_for_jobs(platform, "ceph-first", 1)[0]
     child = wait_for_jobs(platform, "ceph-second", 1)[0]
-    platform.delete_service("ceph-first")
-    platform.delete_service("ceph-second")
+    platform.catalog.delete("ceph-first")
+    platform.catalog.delete("ceph-second")
     assert child.trigger is not None and child.trigger.ref.key == "mid/x.txt"
     assert (child.parent_job, child.depth) == (parent.job_id, 1)

@@ -44,7 +44,7 @@ def containers_labelled(engine: Engine, label: str) -> list[str]:
 
 def in_containers(make_platform: PlatformFactory, engine: Engine) -> Platform:
     platform = make_platform(runtime="container", docker_host=engine.url, network="none")
-    assert platform.backend.runs_containers
+    assert platform.backends["local"].runs_containers
     return platform
 
 
@@ -67,7 +67,7 @@ def test_a_chain_runs_in_containers_with_the_services_limits(
         ["box/mid"],
         ["box/out"],
     )
-    platform.apply([first, second])
+    platform.catalog.apply([first, second])
     put_text(platform, "box/in/word.txt", "container")
 
     assert wait_for_jobs(platform, "facts", 1)[0].state == JobState.SUCCEEDED
@@ -87,7 +87,7 @@ def test_an_image_that_cannot_be_found_fails_the_job_naming_it(
 ) -> None:
     platform = in_containers(make_platform, container_engine)
     ghost = service("ghost", "true", ["ghost/in"], ["ghost/out"], image="localhost/no-such-image:1", retries=1)
-    platform.apply([ghost])
+    platform.catalog.apply([ghost])
     put_text(platform, "ghost/in/x", "x")
 
     job = wait_for_jobs(platform, "ghost", 1, timeout_s=120)[0]
@@ -99,13 +99,13 @@ def test_an_image_that_cannot_be_found_fails_the_job_naming_it(
 
 def test_exit_codes_and_output_survive_the_container(make_platform: PlatformFactory, container_engine: Engine) -> None:
     platform = in_containers(make_platform, container_engine)
-    platform.apply([service("exit7", 'echo "inside $(hostname)"; echo oops >&2; exit 7', ["exit7/in"], [])])
+    platform.catalog.apply([service("exit7", 'echo "inside $(hostname)"; echo oops >&2; exit 7', ["exit7/in"], [])])
     put_text(platform, "exit7/in/x", "x")
 
     job = wait_for_jobs(platform, "exit7", 1)[0]
 
     assert (job.state, job.exit_code) == (JobState.FAILED, 7)
-    log = platform.read_log("exit7", job.job_id)
+    log = platform.jobs.read_log("exit7", job.job_id)
     assert "inside" in log and "oops" in log
     assert containers_labelled(container_engine, f"conveyor.job={job.job_id}") == []
 
@@ -114,7 +114,7 @@ def test_a_container_past_its_timeout_is_killed_and_removed(
     make_platform: PlatformFactory, container_engine: Engine
 ) -> None:
     platform = in_containers(make_platform, container_engine)
-    platform.apply([service("stuck", "sleep 600", ["stuck/in"], [], timeout=2)])
+    platform.catalog.apply([service("stuck", "sleep 600", ["stuck/in"], [], timeout=2)])
     put_text(platform, "stuck/in/x", "x")
 
     job = wait_for_jobs(platform, "stuck", 1, timeout_s=60)[0]
@@ -125,7 +125,9 @@ def test_a_container_past_its_timeout_is_killed_and_removed(
 
 def test_run_answers_from_a_container(make_platform: PlatformFactory, container_engine: Engine) -> None:
     platform = in_containers(make_platform, container_engine)
-    platform.apply([service("rev", 'rev "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/out.txt"', ["rev/in"], ["rev/out"])])
+    platform.catalog.apply(
+        [service("rev", 'rev "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/out.txt"', ["rev/in"], ["rev/out"])]
+    )
 
     answer = httpx.post(
         f"{platform.api_url}/run/rev",

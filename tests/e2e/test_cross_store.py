@@ -65,7 +65,7 @@ def test_a_file_put_in_ceph_goes_through_seaweedfs_to_webdav(
     make_platform: PlatformFactory, ceph: CephRgw, dav: WebdavServer, tmp_path: Path
 ) -> None:
     platform = make_platform(dispatch=NO_RECONCILER)
-    platform.apply(workflow(ceph, dav))
+    platform.catalog.apply(workflow(ceph, dav))
     s3: Any = ceph.client()
 
     s3.put_object(Bucket="xstore", Key="in/greeting one.txt", Body=b"hello from ceph\n")
@@ -80,6 +80,6 @@ def test_a_file_put_in_ceph_goes_through_seaweedfs_to_webdav(
     assert (dav.root / "results/out/greeting one.txt").read_text() == "HELLO FROM CEPH!\n"
 
     for name in ("ceph-to-seaweed", "seaweed-to-dav"):
-        assert platform.delete_service(name)
+        platform.catalog.delete(name)
     assert s3.get_bucket_notification_configuration(Bucket="xstore").get("TopicConfigurations", []) == []
     s3.close()

@@ -35,14 +35,14 @@ def test_a_script_that_fails_twice_succeeds_on_its_third_attempt(
 ) -> None:
     platform = make_platform()
     svc = service("flaky", flaky(tmp_path / "runs", 2), ["flaky/in"], ["flaky/out"], retry_script_failures=True)
-    platform.apply([svc])
+    platform.catalog.apply([svc])
     put_text(platform, "flaky/in/a.txt", "third time lucky")
 
     job = wait_for_jobs(platform, "flaky", 1, timeout_s=60)[0]
 
     assert (job.state, job.attempt) == (JobState.SUCCEEDED, 3)
     assert read_text(platform, "flaky/out/a.txt", tmp_path) == "third time lucky"
-    log = platform.read_log("flaky", job.job_id)
+    log = platform.jobs.read_log("flaky", job.job_id)
     assert [f"(attempt {n})" in log for n in (1, 2, 3)] == [True, True, True]
     assert re.findall(r"^run \d fails$", log, re.MULTILINE) == ["run 0 fails", "run 1 fails"]
 
@@ -51,7 +51,7 @@ def test_script_failures_are_not_retried_unless_the_service_asks(
     make_platform: PlatformFactory, tmp_path: Path
 ) -> None:
     platform = make_platform()
-    platform.apply([service("strict", flaky(tmp_path / "runs", 1), ["strict/in"], ["strict/out"])])
+    platform.catalog.apply([service("strict", flaky(tmp_path / "runs", 1), ["strict/in"], ["strict/out"])])
     put_text(platform, "strict/in/a.txt", "x")
 
     job = wait_for_jobs(platform, "strict", 1)[0]
@@ -65,7 +65,9 @@ def test_a_job_that_always_fails_becomes_dead_and_is_replayed_with_conveyor_retr
     platform = make_platform()
     gate = tmp_path / "fixed"
     script = f'[ -f "{gate}" ] || {{ echo "still broken"; exit 4; }}; {COPY}'
-    platform.apply([service("hopeless", script, ["dead/in"], ["dead/out"], retries=2, retry_script_failures=True)])
+    platform.catalog.apply(
+        [service("hopeless", script, ["dead/in"], ["dead/out"], retries=2, retry_script_failures=True)]
+    )
     for name in ("a", "b"):
         put_text(platform, f"dead/in/{name}.txt", name)
 
@@ -97,7 +99,7 @@ def test_a_20_second_storage_outage_loses_nothing_and_runs_nothing_twice(
 ) -> None:
     platform = make_platform(dispatch={"retry_base_s": 2.0, "retry_max_s": 30.0, "reconcile_interval_s": 5})
     slow_copy = f"sleep 0.5; {COPY}"
-    platform.apply(
+    platform.catalog.apply(
         [
             service("first", slow_copy, ["outage/in"], ["outage/mid"], cpu="0.5", retries=6),
             service("second", slow_copy, ["outage/mid"], ["outage/out"], cpu="0.5", retries=6),

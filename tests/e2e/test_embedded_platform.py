@@ -15,7 +15,7 @@ from urllib.parse import unquote_plus
 import httpx
 import pytest
 
-from conveyor.errors import FDLError
+from conveyor.errors import DefinitionError
 from conveyor.model.job import JobState
 from conveyor.platform.platform import Platform
 from tests.conftest import PlatformFactory
@@ -32,7 +32,7 @@ def admin(platform: Platform) -> tuple[str, str]:
 
 def test_hundred_files_make_exactly_hundred_jobs_and_outputs(make_platform: PlatformFactory) -> None:
     platform = make_platform()
-    platform.apply([service("copy", COPY, ["data/in"], ["data/out"])])
+    platform.catalog.apply([service("copy", COPY, ["data/in"], ["data/out"])])
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: put_text(platform, f"data/in/file-{i:03d}.txt", f"payload {i}"), range(100)))
@@ -48,7 +48,7 @@ def test_two_services_chain_through_a_bucket(make_platform: PlatformFactory, tmp
     platform = make_platform()
     upper = 'tr a-z A-Z < "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH")"'
     exclaim = 'sed "s/$/!/" "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH")"'
-    platform.apply(
+    platform.catalog.apply(
         [
             service("upper", upper, ["chain/in"], ["chain/mid"]),
             service("exclaim", exclaim, ["chain/mid"], ["chain/out"]),
@@ -75,7 +75,7 @@ def test_outputs_go_only_where_prefix_and_suffix_filters_allow(make_platform: Pl
         {"path": "filters/all"},
         {"path": "filters/text", "suffix": ".txt"},
     ]
-    platform.apply([service("filters", script, ["filters/in"], outputs)])
+    platform.catalog.apply([service("filters", script, ["filters/in"], outputs)])
     put_text(platform, "filters/in/x", "go")
 
     job = wait_for_jobs(platform, "filters", 1)[0]
@@ -96,7 +96,7 @@ def test_outputs_go_only_where_prefix_and_suffix_filters_allow(make_platform: Pl
 def test_a_failing_script_fails_its_job_keeps_its_log_and_uploads_nothing(make_platform: PlatformFactory) -> None:
     platform = make_platform()
     script = 'echo "about to fail"; echo partial > "$TMP_OUTPUT_DIR/partial.txt"; exit 3'
-    platform.apply([service("broken", script, ["fail/in"], ["fail/out"])])
+    platform.catalog.apply([service("broken", script, ["fail/in"], ["fail/out"])])
     put_text(platform, "fail/in/x.txt", "x")
 
     job = wait_for_jobs(platform, "broken", 1)[0]
@@ -105,7 +105,7 @@ def test_a_failing_script_fails_its_job_keeps_its_log_and_uploads_nothing(make_p
     assert job.exit_code == 3
     assert "exited with code 3" in job.message
     assert keys_under(platform, "fail/out/") == []
-    log = platform.read_log("broken", job.job_id)
+    log = platform.jobs.read_log("broken", job.job_id)
     assert log is not None and "about to fail" in log
     oscar_view = httpx.get(f"{platform.api_url}/system/logs/broken", auth=admin(platform)).json()
     assert oscar_view["jobs"][job.job_id]["status"] == "Failed"
@@ -113,7 +113,7 @@ def test_a_failing_script_fails_its_job_keeps_its_log_and_uploads_nothing(make_p
 
 def test_a_job_past_its_timeout_is_killed_and_recorded_as_timed_out(make_platform: PlatformFactory) -> None:
     platform = make_platform()
-    platform.apply([service("sleepy", "sleep 60 & sleep 60", ["slow/in"], ["slow/out"], timeout=1)])
+    platform.catalog.apply([service("sleepy", "sleep 60 & sleep 60", ["slow/in"], ["slow/out"], timeout=1)])
     put_text(platform, "slow/in/x", "x")
     started = time.monotonic()
 
@@ -139,7 +139,7 @@ def test_the_script_sees_the_supervisor_contract(make_platform: PlatformFactory,
         ["contract/out"],
         environment={"variables": {"GREETING": "hola"}, "secrets": {"TOKEN": "s3cr3t"}},
     )
-    platform.apply([svc])
+    platform.catalog.apply([svc])
     put_text(platform, "contract/in/sub dir/photo 1+2.txt", "content")
 
     job = wait_for_jobs(platform, "contract", 1)[0]
@@ -161,12 +161,12 @@ def test_the_script_sees_the_supervisor_contract(make_platform: PlatformFactory,
 
     shown = httpx.get(f"{platform.api_url}/system/services/contract", auth=admin(platform)).json()
     assert shown["environment"]["secrets"] == {"TOKEN": ""}
-    assert "s3cr3t" not in platform.read_log("contract", job.job_id)
+    assert "s3cr3t" not in platform.jobs.read_log("contract", job.job_id)
 
 
 def test_the_same_object_version_never_runs_twice_but_a_new_version_does(make_platform: PlatformFactory) -> None:
     platform = make_platform()
-    platform.apply([service("once", COPY, ["once/in"], ["once/out"])])
+    platform.catalog.apply([service("once", COPY, ["once/in"], ["once/out"])])
     put_text(platform, "once/in/a.txt", "v1")
     first = wait_for_jobs(platform, "once", 1)[0]
 
@@ -205,7 +205,7 @@ def test_the_webhook_drops_events_no_service_reads_and_refuses_bodies_that_are_n
     make_platform: PlatformFactory,
 ) -> None:
     platform = make_platform()
-    platform.apply([service("only", COPY, ["only/in"], ["only/out"])])
+    platform.catalog.apply([service("only", COPY, ["only/in"], ["only/out"])])
     url = platform.api_url + "/conveyor/v1/events/seaweedfs"
     headers = {"Authorization": f"Bearer {platform.credentials.webhook_token}"}
     elsewhere = {
@@ -227,7 +227,7 @@ def test_a_restart_finds_services_jobs_and_files_where_they_were(
 ) -> None:
     data_dir = tmp_path / "kept"
     first = make_platform(data_dir=data_dir)
-    first.apply([service("keep", COPY, ["keep/in"], ["keep/out"])])
+    first.catalog.apply([service("keep", COPY, ["keep/in"], ["keep/out"])])
     put_text(first, "keep/in/before.txt", "before")
     wait_for_jobs(first, "keep", 1)
     s3_endpoint, password = first.s3_endpoint, first.credentials.admin_password
@@ -250,7 +250,7 @@ def test_run_answers_with_the_output_file_a_zip_or_the_script_output(make_platfo
     one = 'tr a-z A-Z < "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/upper.txt"'
     two = 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/a"; mkdir "$TMP_OUTPUT_DIR/d"; echo b > "$TMP_OUTPUT_DIR/d/b"'
     none = 'echo "you said: $(cat "$INPUT_FILE_PATH")"'
-    platform.apply(
+    platform.catalog.apply(
         [
             service("one", one, ["sync/one"], ["sync/one-out"]),
             service("two", two, ["sync/two"], ["sync/two-out"]),
@@ -276,7 +276,7 @@ def test_run_answers_with_the_output_file_a_zip_or_the_script_output(make_platfo
 
 def test_run_and_job_accept_the_service_token_and_refuse_others(make_platform: PlatformFactory) -> None:
     platform = make_platform()
-    platform.apply([service("tok", 'cat "$INPUT_FILE_PATH"', ["tok/in"], [])])
+    platform.catalog.apply([service("tok", 'cat "$INPUT_FILE_PATH"', ["tok/in"], [])])
     token = platform.ledger.fetch_service("tok").token
     assert len(token) == 64
 
@@ -290,13 +290,13 @@ def test_run_and_job_accept_the_service_token_and_refuse_others(make_platform: P
     job_id = accepted.headers["x-conveyor-job-id"]
     record = wait_for_state(platform, job_id, {"succeeded", "failed"})
     assert record.state == JobState.SUCCEEDED
-    assert platform.read_log("tok", job_id).count("hi") == 1
+    assert platform.jobs.read_log("tok", job_id).count("hi") == 1
 
 
 def test_jobs_wait_when_the_machine_is_full(make_platform: PlatformFactory, tmp_path: Path) -> None:
     platform = make_platform(cpus=2.0)
     script = 'date +%s.%N > "$TMP_OUTPUT_DIR/start"; sleep 0.4; date +%s.%N > "$TMP_OUTPUT_DIR/end"'
-    platform.apply([service("big", script, ["full/in"], [{"path": "full/out"}], cpu="2")])
+    platform.catalog.apply([service("big", script, ["full/in"], [{"path": "full/out"}], cpu="2")])
     for i in range(3):
         put_text(platform, f"full/in/{i}", "x")
 
@@ -311,7 +311,7 @@ def test_a_storage_outage_during_stage_out_is_retried_and_loses_nothing(
     make_platform: PlatformFactory, tmp_path: Path
 ) -> None:
     platform = make_platform(dispatch={"retry_base_s": 2.0})
-    platform.apply([service("outage", f"sleep 2; {COPY}", ["outage/in"], ["outage/out"], retries=5)])
+    platform.catalog.apply([service("outage", f"sleep 2; {COPY}", ["outage/in"], ["outage/out"], retries=5)])
     put_text(platform, "outage/in/precious.txt", "keep me")
     job_id = _first_job_id(platform, "outage")
     wait_for_state(platform, job_id, {"running"})
@@ -326,14 +326,14 @@ def test_a_storage_outage_during_stage_out_is_retried_and_loses_nothing(
     assert done.attempt >= 2
     assert read_text(platform, "outage/in/precious.txt", tmp_path) == "keep me"
     assert read_text(platform, "outage/out/precious.txt", tmp_path) == "keep me"
-    log = platform.read_log("outage", job_id)
+    log = platform.jobs.read_log("outage", job_id)
     assert "job failed: stage-out failed uploading 'precious.txt'" in log, "attempt 1's cause is in the log"
     assert "(attempt 1)" in log and "(attempt 2)" in log, "every attempt's log is kept"
 
 
 def _wait_for_log(platform: Platform, service_name: str, job_id: str, text: str, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
-    while text not in (platform.read_log(service_name, job_id) or ""):
+    while text not in (platform.jobs.read_log(service_name, job_id) or ""):
         assert time.monotonic() < deadline, f"{text!r} never appeared in the log of {job_id}"
         time.sleep(0.02)
 
@@ -359,7 +359,9 @@ def test_without_a_container_engine_jobs_run_as_host_processes(make_platform: Pl
     platform = make_platform(runtime="auto", docker_host=f"unix://{tmp_path}/no-engine.sock")
 
     assert any("running jobs as host processes" in w for w in platform.warnings)
-    report = platform.apply([service("fallback", COPY, ["fallback/in"], ["fallback/out"], image="some/image:1")])
+    report = platform.catalog.apply(
+        [service("fallback", COPY, ["fallback/in"], ["fallback/out"], image="some/image:1")]
+    )
     assert report.warnings == [
         "fallback: image 'some/image:1' is ignored: jobs run as host processes (runtime: process)"
     ]
@@ -371,8 +373,8 @@ def test_an_output_under_the_input_is_refused_and_nothing_is_deployed(make_platf
     platform = make_platform()
     good = service("good", COPY, ["loop/a"], ["loop/b"])
     looping = service("looping", COPY, ["loop/in"], ["loop/in/out"])
-    with pytest.raises(FDLError) as refused:
-        platform.apply([good, looping])
+    with pytest.raises(DefinitionError) as refused:
+        platform.catalog.apply([good, looping])
 
     assert [p.field for p in refused.value.problems] == ["looping.output[0].path"]
     assert platform.ledger.list_services() == []

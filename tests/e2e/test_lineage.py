@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from conveyor.errors import FDLError
+from conveyor.errors import DefinitionError
 from conveyor.model.job import JobState
 from conveyor.platform.platform import Platform
 from tests.conftest import PlatformFactory
@@ -28,7 +28,7 @@ def admin(platform: Platform) -> tuple[str, str]:
 
 def test_a_chain_past_the_lineage_limit_stops_with_a_dead_job(make_platform: PlatformFactory) -> None:
     platform = make_platform(dispatch={"lineage_limit": 2})
-    platform.apply(
+    platform.catalog.apply(
         [
             service("a", COPY, ["lineage/1"], ["lineage/2"]),
             service("b", COPY, ["lineage/2"], ["lineage/3"]),
@@ -55,10 +55,10 @@ def test_a_chain_past_the_lineage_limit_stops_with_a_dead_job(make_platform: Pla
 
 def test_the_service_that_closes_a_loop_is_refused_and_nothing_is_deployed(make_platform: PlatformFactory) -> None:
     platform = make_platform()
-    platform.apply([service("opener", COPY, ["loop/in"], ["loop/mid"])])
+    platform.catalog.apply([service("opener", COPY, ["loop/in"], ["loop/mid"])])
 
-    with pytest.raises(FDLError) as refused:
-        platform.apply([service("closer", COPY, ["loop/mid"], ["loop/in"])])
+    with pytest.raises(DefinitionError) as refused:
+        platform.catalog.apply([service("closer", COPY, ["loop/mid"], ["loop/in"])])
 
     assert [(p.field, p.message) for p in refused.value.problems] == [("closer", LOOP_MESSAGE)]
     assert [s.name for s in platform.ledger.list_services()] == ["opener"]
@@ -66,7 +66,7 @@ def test_the_service_that_closes_a_loop_is_refused_and_nothing_is_deployed(make_
 
 def test_the_api_refuses_a_loop_with_its_problems_and_deploys_nothing(make_platform: PlatformFactory) -> None:
     platform = make_platform()
-    platform.apply([service("opener", COPY, ["loop/in"], ["loop/mid"])])
+    platform.catalog.apply([service("opener", COPY, ["loop/in"], ["loop/mid"])])
     closer = {"name": "closer", "image": "busybox", "script": COPY, "input": [{"path": "loop/mid"}]}
     closer["output"] = [{"path": "loop/in"}]
 
@@ -82,10 +82,10 @@ def test_the_api_refuses_a_loop_with_its_problems_and_deploys_nothing(make_platf
 
 def test_a_new_definition_replaces_the_deployed_one_when_loops_are_checked(make_platform: PlatformFactory) -> None:
     platform = make_platform()
-    platform.apply([service("opener", COPY, ["loop/in"], ["loop/mid"])])
+    platform.catalog.apply([service("opener", COPY, ["loop/in"], ["loop/mid"])])
 
     # The same closer, applied with an opener that no longer writes where closer reads: no loop.
-    report = platform.apply(
+    report = platform.catalog.apply(
         [
             service("opener", COPY, ["loop/in"], ["loop/elsewhere"]),
             service("closer", COPY, ["loop/mid"], ["loop/in"]),

@@ -75,7 +75,7 @@ def admin(platform: Platform) -> tuple[str, str]:
 
 def test_lost_notifications_are_found_by_the_reconciler_and_run_once(make_platform: PlatformFactory) -> None:
     platform = make_platform(dispatch=QUIET)
-    platform.apply([service("copy", COPY, ["lost/in"], ["lost/out"])])
+    platform.catalog.apply([service("copy", COPY, ["lost/in"], ["lost/out"])])
     names = [f"file-{i:03d}.txt" for i in range(100)]
 
     lose_notifications_of(platform, "lost/in", names)
@@ -97,7 +97,7 @@ def test_lost_notifications_are_found_by_the_reconciler_and_run_once(make_platfo
 
 def test_a_notification_delivered_twice_makes_one_job_and_is_counted(make_platform: PlatformFactory) -> None:
     platform = make_platform(dispatch=QUIET)
-    platform.apply([service("twice", COPY, ["dup/in"], ["dup/out"])])
+    platform.catalog.apply([service("twice", COPY, ["dup/in"], ["dup/out"])])
     deliver = platform.intake.accept_many
 
     def twice(events: list[ObjectEvent], only_service: str | None = None) -> list[list[str]]:
@@ -126,7 +126,7 @@ def test_files_older_than_the_service_are_left_and_files_put_while_down_run_afte
     first.storage.default.ensure_bucket("early")
     put_files(first, "early/in", [f"old-{i}.txt" for i in range(5)])
     time.sleep(3.1)  # the store's times are to the second; the service must be clearly younger
-    first.apply([service("late", COPY, ["early/in"], ["early/out"])])
+    first.catalog.apply([service("late", COPY, ["early/in"], ["early/out"])])
 
     before = first.reconciler.reconcile_once()
     assert (before.listed, before.older_than_service, before.accepted) == (5, 5, 0)
@@ -155,7 +155,7 @@ def conveyor(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProc
 def test_conveyor_reconcile_runs_a_round_and_oscar_has_none(make_platform: PlatformFactory, tmp_path: Path) -> None:
     data_dir = tmp_path / "cli"
     platform = make_platform(data_dir=data_dir, dispatch=QUIET)
-    platform.apply([service("copy", COPY, ["cli/in"], ["cli/out"])])
+    platform.catalog.apply([service("copy", COPY, ["cli/in"], ["cli/out"])])
     lose_notifications_of(platform, "cli/in", ["a.txt", "b.txt"])
     time.sleep(platform.reconciler.settle_s)
 
@@ -176,7 +176,7 @@ def test_between_listings_lost_notifications_come_back_from_the_change_log_with_
     make_platform: PlatformFactory,
 ) -> None:
     platform = make_platform(dispatch=QUIET)
-    platform.apply(
+    platform.catalog.apply(
         [
             service("first", COPY, ["replay/in"], ["replay/mid"]),
             service("second", COPY, ["replay/mid"], ["replay/out"]),

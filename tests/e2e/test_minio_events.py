@@ -19,7 +19,7 @@ from urllib.parse import quote_plus
 import httpx
 import pytest
 
-from conveyor.errors import FDLError
+from conveyor.errors import DeployError
 from conveyor.model.job import JobState
 from conveyor.model.service import Service
 from conveyor.platform.platform import Platform
@@ -98,7 +98,7 @@ def test_a_minio_body_posted_to_the_receiver_runs_the_job_on_the_objects_store(
     make_platform: PlatformFactory, moto: MotoServer
 ) -> None:
     platform = make_platform(dispatch=NO_RECONCILER)
-    platform.apply([lab_service(moto, "grayify", "in", "out")])
+    platform.catalog.apply([lab_service(moto, "grayify", "in", "out")])
     body = put(moto, "in/cat photo+1.jpg", b"meow")
     assert body["Records"][0]["s3"]["object"]["key"] == "in%2Fcat+photo%2B1.jpg"
 
@@ -125,7 +125,7 @@ def test_user_metadata_in_a_minio_body_links_a_job_to_the_job_that_wrote_its_inp
 ) -> None:
     """A job stamps its outputs with its id (S3 user metadata); MinIO's body passes it on."""
     platform = make_platform(dispatch=NO_RECONCILER)
-    platform.apply([lab_service(moto, "grayify", "in", "mid"), lab_service(moto, "thumbs", "mid", "out")])
+    platform.catalog.apply([lab_service(moto, "grayify", "in", "mid"), lab_service(moto, "thumbs", "mid", "out")])
     [first] = post_and_wait(platform, put(moto, "in/dog.jpg", b"woof"), "grayify")
 
     head = moto.client("s3").head_object(Bucket=BUCKET, Key="mid/dog.jpg")
@@ -149,7 +149,7 @@ def test_a_minio_body_posted_to_the_services_job_route_with_its_token(
 ) -> None:
     """OSCAR's wiring: MinIO's target posts to /job/<service> with the service's token."""
     platform = make_platform(dispatch=NO_RECONCILER)
-    platform.apply([lab_service(moto, "grayify", "in", "out")])
+    platform.catalog.apply([lab_service(moto, "grayify", "in", "out")])
     token = platform.ledger.fetch_service("grayify", with_secrets=True).token
     body = put(moto, "in/bird 2.jpg", b"tweet")
 
@@ -172,8 +172,8 @@ def test_applying_events_minio_where_the_target_is_missing_explains_the_setup_an
     """moto refuses MinIO's ARN as a MinIO without the target does (InvalidArgument)."""
     platform = make_platform(dispatch=NO_RECONCILER)
 
-    with pytest.raises(FDLError) as raised:
-        platform.apply([lab_service(moto, "grayify", "in", "out", events="minio")])
+    with pytest.raises(DeployError) as raised:
+        platform.catalog.apply([lab_service(moto, "grayify", "in", "out", events="minio")])
 
     receiver = f"{platform.api_url}/conveyor/v1/events/s3/minio.lab?token={platform.credentials.webhook_token}"
     assert f'mc admin config set ALIAS notify_webhook:conveyor endpoint="{receiver}"' in str(raised.value)

@@ -503,7 +503,7 @@ def test_a_create_whose_storage_fails_is_rolled_back(make_platform: PlatformFact
 def test_bodies_over_the_limit_are_refused_with_413(make_platform: PlatformFactory) -> None:
     platform = make_platform(api={"max_body_mb": 1})
     auth = (platform.credentials.admin_user, platform.credentials.admin_password)
-    platform.apply([Service(name="big", image="x", script="true", input=[{"path": "big/in"}])])
+    platform.catalog.apply([Service(name="big", image="x", script="true", input=[{"path": "big/in"}])])
     too_big = b"A" * (2 * 2**20)
 
     declared = httpx.post(f"{platform.api_url}/run/big", content=too_big, auth=auth)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.errors import FDLError
+from conveyor.errors import DeployError
 from conveyor.model.job import JobState
 from conveyor.platform.platform import Platform
 from conveyor.storage.webdav import WebdavProvider, WebdavSettings
@@ -54,7 +54,7 @@ def test_outputs_land_on_webdav_and_in_a_local_directory_through_their_filters(
         ],
         storage_providers={"webdav": {"dcache": dav.settings()}, "local": {"shelf": {"path": str(shelf)}}},
     )
-    platform.apply([svc])
+    platform.catalog.apply([svc])
     assert (dav.root / "results/dav").is_dir(), "apply prepares the WebDAV folder before any job runs"
     assert (shelf / "archive/out").is_dir()
 
@@ -87,8 +87,8 @@ def test_a_webdav_output_with_a_wrong_password_is_refused_at_apply(
         storage_providers={"webdav": {"dcache": dav.settings(password="not-the-password")}},
     )
 
-    with pytest.raises(FDLError, match="401") as refused:
-        platform.apply([svc])
+    with pytest.raises(DeployError, match="401") as refused:
+        platform.catalog.apply([svc])
 
     assert "not-the-password" not in str(refused.value)
     assert dav.url in str(refused.value)
@@ -105,5 +105,5 @@ def test_an_output_missing_a_setting_names_the_provider_and_the_key(make_platfor
         storage_providers={"webdav": {"dcache": {"hostname": "dcache.example.org", "login": "me"}}},
     )
 
-    with pytest.raises(FDLError, match=r"webdav\.dcache.*password: Field required"):
-        platform.apply([svc])
+    with pytest.raises(DeployError, match=r"webdav\.dcache.*password: Field required"):
+        platform.catalog.apply([svc])

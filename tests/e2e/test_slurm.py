@@ -53,17 +53,17 @@ def test_a_two_service_workflow_runs_on_slurm(slurm: Slurm, make_platform: Platf
         ["flow/mid"],
         ["flow/out"],
     )
-    platform.apply([first, second])
+    platform.catalog.apply([first, second])
     put_text(platform, "flow/in/a.txt", "hello slurm")
 
     [upper] = wait_for_jobs(platform, "upper", 1, timeout_s=60)
     [count] = wait_for_jobs(platform, "count", 1, timeout_s=60)
 
-    assert upper.state == JobState.SUCCEEDED, platform.read_log("upper", upper.job_id)
-    assert count.state == JobState.SUCCEEDED, platform.read_log("count", count.job_id)
+    assert upper.state == JobState.SUCCEEDED, platform.jobs.read_log("upper", upper.job_id)
+    assert count.state == JobState.SUCCEEDED, platform.jobs.read_log("count", count.job_id)
     assert read_text(platform, "flow/mid/a.txt", tmp_path) == "HELLO SLURM"
     assert read_text(platform, "flow/out/a.txt.len", tmp_path).strip() == "11"
-    log = platform.read_log("upper", upper.job_id) or ""
+    log = platform.jobs.read_log("upper", upper.job_id) or ""
     assert "on " in log and "stored minio.default:flow/mid/a.txt" in log, log
     assert not list((platform.layout.root / "slurm" / "jobs").iterdir()), "job dirs (with secrets) are removed"
 
@@ -95,7 +95,7 @@ def test_admission_keeps_at_most_20_jobs_in_slurm_and_runs_200_files_once(
     slurm: Slurm, make_platform: PlatformFactory
 ) -> None:
     platform = make_platform(slurm={**FAST, "max_pending_per_service": 20}, backend="slurm")
-    platform.apply([service("copy", 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"', ["burst/in"], ["burst/out"])])
+    platform.catalog.apply([service("copy", 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"', ["burst/in"], ["burst/out"])])
     with QueueWatcher(slurm) as watcher:
         for index in range(200):
             put_text(platform, f"burst/in/f{index:03d}.txt", str(index))
@@ -115,7 +115,7 @@ def test_queued_inputs_go_to_slurm_in_batches_each_input_still_its_own_job(
     platform = make_platform(slurm={**FAST, "max_pending_per_service": 1}, backend="slurm")
     copy = 'printf "%s\\n" "$INPUT_FILE_PATHS" | while read -r f; do cp "$f" "$TMP_OUTPUT_DIR/"; done'
     batch = {"max_files": 10, "mode": mode}
-    platform.apply([service("lots", gated(gate, runs, copy), ["lots/in"], ["lots/out"], batch=batch)])
+    platform.catalog.apply([service("lots", gated(gate, runs, copy), ["lots/in"], ["lots/out"], batch=batch)])
     names = [f"f{i}.txt" for i in range(4)]
     hold_the_slot_and_queue(platform, "lots", names)
 
@@ -125,7 +125,7 @@ def test_queued_inputs_go_to_slurm_in_batches_each_input_still_its_own_job(
     assert {job.state for job in jobs} == {JobState.SUCCEEDED}
     assert runs.read_text().split() == (["1", "4"] if mode == "directory" else ["1"] * 5)
     assert keys_under(platform, "lots/out") == sorted(f"out/{n}" for n in ["first.txt", *names])
-    logs = {job.job_id: platform.read_log("lots", job.job_id) or "" for job in jobs}
+    logs = {job.job_id: platform.jobs.read_log("lots", job.job_id) or "" for job in jobs}
     node_runs = {run for log in logs.values() for run in re.findall(r"/conveyor-(lots-[0-9a-f-]{36})-", log)}
     assert len(node_runs) == 2, f"one Slurm job for the first input, one for the batch: {logs}"
     batched = [log for log in logs.values() if "batch" in log]
@@ -135,7 +135,7 @@ def test_queued_inputs_go_to_slurm_in_batches_each_input_still_its_own_job(
 def test_a_job_past_its_timeout_is_retried_then_dead(slurm: Slurm, make_platform: PlatformFactory) -> None:
     platform = make_platform(slurm=FAST, backend="slurm")
     slow = service("slow", "sleep 60", ["slow/in"], ["slow/out"], timeout=2, retries=1, retry_script_failures=True)
-    platform.apply([slow])
+    platform.catalog.apply([slow])
     put_text(platform, "slow/in/a.txt", "x")
 
     [job] = wait_for_jobs(platform, "slow", 1, timeout_s=90)
@@ -148,7 +148,9 @@ def test_a_job_past_its_timeout_is_retried_then_dead(slurm: Slurm, make_platform
 
 def test_scancel_from_outside_is_noticed_and_the_job_runs_again(slurm: Slurm, make_platform: PlatformFactory) -> None:
     platform = make_platform(slurm=FAST, backend="slurm")
-    platform.apply([service("nap", 'sleep 4; cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"', ["nap/in"], ["nap/out"])])
+    platform.catalog.apply(
+        [service("nap", 'sleep 4; cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"', ["nap/in"], ["nap/out"])]
+    )
     put_text(platform, "nap/in/a.txt", "x")
     native_id = _first_running(slurm, "conveyor.nap-")
 
@@ -157,14 +159,14 @@ def test_scancel_from_outside_is_noticed_and_the_job_runs_again(slurm: Slurm, ma
 
     assert job.state == JobState.SUCCEEDED
     assert job.attempt == 2, "the cancelled attempt was retried"
-    log = platform.read_log("nap", job.job_id) or ""
+    log = platform.jobs.read_log("nap", job.job_id) or ""
     assert f"slurm: Slurm job {native_id} was cancelled outside Conveyor" in log, log
     assert keys_under(platform, "nap/out") == ["out/a.txt"]
 
 
 def test_conveyor_cancel_stops_a_running_slurm_job_for_good(slurm: Slurm, make_platform: PlatformFactory) -> None:
     platform = make_platform(slurm=FAST, backend="slurm")
-    platform.apply([service("long", "sleep 60", ["long/in"], ["long/out"], retry_script_failures=True)])
+    platform.catalog.apply([service("long", "sleep 60", ["long/in"], ["long/out"], retry_script_failures=True)])
     put_text(platform, "long/in/a.txt", "x")
     _first_running(slurm, "conveyor.long-")
     [job] = [r for _, r in platform.ledger.list_jobs("long")]
@@ -178,7 +180,7 @@ def test_conveyor_cancel_stops_a_running_slurm_job_for_good(slurm: Slurm, make_p
 
 def test_a_slurmctld_restart_while_jobs_run_loses_nothing(slurm: Slurm, make_platform: PlatformFactory) -> None:
     platform = make_platform(slurm=FAST, backend="slurm")
-    platform.apply(
+    platform.catalog.apply(
         [service("steady", 'sleep 2; cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"', ["steady/in"], ["steady/out"])]
     )
     for index in range(6):
@@ -200,7 +202,9 @@ def test_a_restarted_platform_adopts_the_jobs_it_left_in_slurm(
     # The node's job file names the store's endpoint: the platform must come back on the same port.
     storage = {"s3_port": _free_port()}
     first = make_platform(slurm=FAST, backend="slurm", data_dir=data_dir, storage=storage)
-    first.apply([service("keep", 'sleep 8; cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"', ["keep/in"], ["keep/out"])])
+    first.catalog.apply(
+        [service("keep", 'sleep 8; cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"', ["keep/in"], ["keep/out"])]
+    )
     put_text(first, "keep/in/a.txt", "x")
     native_id = _first_running(slurm, "conveyor.keep-")
     _wait_until_script_runs(data_dir / "slurm" / "jobs")  # stage-in needs the store this platform serves
@@ -210,7 +214,7 @@ def test_a_restarted_platform_adopts_the_jobs_it_left_in_slurm(
     [job] = wait_for_jobs(second, "keep", 1, timeout_s=60)
 
     assert second.adopted == 1
-    assert job.state == JobState.SUCCEEDED and job.attempt == 1, second.read_log("keep", job.job_id)
+    assert job.state == JobState.SUCCEEDED and job.attempt == 1, second.jobs.read_log("keep", job.job_id)
     assert native_id not in [entry[0] for entry in slurm.active()]
 
 
@@ -257,7 +261,7 @@ def test_a_service_waiting_for_slurm_does_not_hold_back_a_local_one(
         "queued", 'sleep 2; cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"', ["waits/in"], ["waits/out"], backend="slurm"
     )
     local = service("quick", 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"', ["quick/in"], ["quick/out"])
-    platform.apply([on_slurm, local])
+    platform.catalog.apply([on_slurm, local])
     for index in range(3):
         put_text(platform, f"waits/in/f{index}.txt", "x")
     for index in range(3):

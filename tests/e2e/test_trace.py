@@ -24,7 +24,7 @@ EXCLAIM = 'sed "s/$/!/" "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/$(basename "$INPUT
 def chained(make_platform: PlatformFactory) -> Platform:
     """upper: chain/in → chain/mid, exclaim: chain/mid → chain/out, run on one uploaded file."""
     platform = make_platform()
-    platform.apply(
+    platform.catalog.apply(
         [
             service("upper", UPPER, ["chain/in"], ["chain/mid"]),
             service("exclaim", EXCLAIM, ["chain/mid"], ["chain/out"]),

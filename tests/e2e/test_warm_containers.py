@@ -39,8 +39,8 @@ def _one_by_one(platform: Platform, name: str, count: int) -> list[str]:
         put_text(platform, f"{name}/in/f{index}", str(index))
         records = wait_for_jobs(platform, name, index + 1)
         latest = max(records, key=lambda r: r.created_at)
-        match = re.search(r"container=(\S+)", platform.read_log(name, latest.job_id) or "")
-        assert match, platform.read_log(name, latest.job_id)
+        match = re.search(r"container=(\S+)", platform.jobs.read_log(name, latest.job_id) or "")
+        assert match, platform.jobs.read_log(name, latest.job_id)
         seen.append(match.group(1))
     return seen
 
@@ -49,7 +49,7 @@ def test_successive_jobs_of_a_service_share_one_warm_container(
     make_platform: PlatformFactory, container_engine: Engine
 ) -> None:
     platform = _warm(make_platform, container_engine)
-    platform.apply(
+    platform.catalog.apply(
         [service("warm", WHO, ["warm/in"], ["warm/out"]), service("cold", WHO, ["cold/in"], ["cold/out"], warm=False)]
     )
 
@@ -57,7 +57,7 @@ def test_successive_jobs_of_a_service_share_one_warm_container(
     cold = _one_by_one(platform, "cold", 2)
 
     assert len(set(warm)) == 1, warm
-    idle = [c for containers in platform.backend.runner.pool._idle.values() for c in containers]
+    idle = [c for containers in platform.backends["local"].runner.pool._idle.values() for c in containers]
     assert idle and all(c.init_pid for c in idle), "leftovers are found from /proc, not the engine's top"
     assert len(set(cold)) == 2, "warm: false gives every job its own container"
     assert len(_containers_of(container_engine, "warm")) == 1
@@ -70,7 +70,7 @@ def test_a_job_that_fails_or_leaves_a_process_behind_recycles_its_container(
 ) -> None:
     platform = _warm(make_platform, container_engine)
     script = WHO + '\ncase "$(cat "$INPUT_FILE_PATH")" in 0) sleep 300 & ;; 1) exit 3 ;; esac'
-    platform.apply([service("messy", script, ["messy/in"], ["messy/out"])])
+    platform.catalog.apply([service("messy", script, ["messy/in"], ["messy/out"])])
 
     seen = _one_by_one(platform, "messy", 4)
 
@@ -85,7 +85,7 @@ def test_a_warm_container_is_removed_after_its_idle_time_and_its_job_limit(
     make_platform: PlatformFactory, container_engine: Engine
 ) -> None:
     platform = _warm(make_platform, container_engine, warm_idle_s=1.0, warm_max_jobs=2)
-    platform.apply([service("idle", WHO, ["idle/in"], ["idle/out"])])
+    platform.catalog.apply([service("idle", WHO, ["idle/in"], ["idle/out"])])
 
     seen = _one_by_one(platform, "idle", 3)
     assert seen[0] == seen[1] != seen[2], f"a new container after 2 jobs: {seen}"
@@ -100,7 +100,7 @@ def test_a_restarted_platform_removes_the_idle_warm_containers_a_killed_one_left
     make_platform: PlatformFactory, container_engine: Engine, tmp_path: Path
 ) -> None:
     first = _warm(make_platform, container_engine, data_dir=tmp_path / "kept")
-    first.apply([service("left", WHO, ["left/in"], ["left/out"])])
+    first.catalog.apply([service("left", WHO, ["left/in"], ["left/out"])])
     _one_by_one(first, "left", 1)
     assert len(_containers_of(container_engine, "left")) == 1
     first.backend.runner.pool = None  # as if killed: nothing removes them on the way out
@@ -120,7 +120,7 @@ def test_a_batch_runs_in_one_folder_inside_a_warm_container(
     gate, runs = shared / "gate", shared / "runs"
     copy_all = 'printf "%s\\n" "$INPUT_FILE_PATHS" | while read -r f; do cp "$f" "$TMP_OUTPUT_DIR/"; done'
     batch = {"max_files": 10, "mode": "directory"}
-    platform.apply([service("bunch", gated(gate, runs, copy_all), ["bunch/in"], ["bunch/out"], batch=batch)])
+    platform.catalog.apply([service("bunch", gated(gate, runs, copy_all), ["bunch/in"], ["bunch/out"], batch=batch)])
     names = [f"f{i}.txt" for i in range(4)]
     hold_the_slot_and_queue(platform, "bunch", names)
 

@@ -1,4 +1,9 @@
-"""The FastAPI application. Built per platform (no import-time globals), so tests can run several."""
+"""The FastAPI application. Built per platform (no import-time globals), so tests can run several.
+
+The app exists before the platform's components do (the store's first event needs someone to
+answer it), so it starts with no control plane and answers 503; `attach` hands it one when
+everything runs and `detach` takes it away first thing at shutdown.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,33 @@ from fastapi.responses import PlainTextResponse, Response
 from conveyor import __version__
 from conveyor.api.deps import BASIC_CHALLENGE, is_admin
 from conveyor.api.limits import BodyLimit
-from conveyor.errors import validation_reasons
+from conveyor.control.plane import ControlPlane
+from conveyor.errors import (
+    Conflict,
+    ConveyorError,
+    DefinitionError,
+    DeployError,
+    InvalidRequest,
+    NotFound,
+    NotSupported,
+    validation_reasons,
+)
 from conveyor.events.intake import GroupedIntake
-from conveyor.platform.platform import Platform
+from conveyor.settings import ApiSettings
+
+STATUS_OF: tuple[tuple[type[ConveyorError], int], ...] = (
+    (NotFound, 404),
+    (DefinitionError, 400),
+    (DeployError, 400),
+    (Conflict, 400),  # OSCAR answers a taken name with 400
+    (InvalidRequest, 400),
+    (NotSupported, 501),
+)
+"""The control plane's refusals as HTTP statuses; their message is the plain-text body. Any other
+error is a failure of the platform (500)."""
 
 
-def create_app(platform: Platform) -> FastAPI:
+def create_app(settings: ApiSettings) -> FastAPI:
     app = FastAPI(
         title="Conveyor",
         version=__version__,
@@ -25,14 +51,26 @@ def create_app(platform: Platform) -> FastAPI:
         redirect_slashes=True,
         redoc_url=None,
     )
-    app.state.platform = platform
-    app.state.webhook_intake = GroupedIntake(lambda events: platform.intake.accept_many(events))
+    app.state.control = None
     for router in _routers():
         app.include_router(router)
-    app.add_middleware(BodyLimit, max_bytes=platform.settings.api.max_body_mb * 2**20)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_mb * 2**20)
     app.add_exception_handler(HTTPException, _plain_text_error)
     app.add_exception_handler(RequestValidationError, _plain_text_validation_error)
+    for error_class, _ in STATUS_OF:
+        app.add_exception_handler(error_class, _refusal)
     return app
+
+
+def attach(app: FastAPI, control: ControlPlane) -> None:
+    """Start answering: every route reaches the part of `control` it needs."""
+    app.state.webhook_intake = GroupedIntake(lambda events: control.intake.accept_many(events))
+    app.state.control = control
+
+
+def detach(app: FastAPI) -> None:
+    """Answer 503 again, before the components stop."""
+    app.state.control = None
 
 
 def _routers() -> list[APIRouter]:
@@ -55,10 +93,18 @@ async def _plain_text_error(_request: Request, error: Exception) -> Response:
     return PlainTextResponse(str(error.detail or ""), status_code=error.status_code, headers=error.headers)
 
 
+async def _refusal(_request: Request, error: Exception) -> Response:
+    status = next(code for error_class, code in STATUS_OF if isinstance(error, error_class))
+    return PlainTextResponse(str(error), status_code=status)
+
+
 async def _plain_text_validation_error(request: Request, error: Exception) -> Response:
     """A bad body is reported only to callers with credentials: OSCAR checks who asks first."""
     assert isinstance(error, RequestValidationError)
-    if _needs_admin(request.url.path) and not is_admin(request, request.app.state.platform):
+    control: ControlPlane | None = request.app.state.control
+    if control is None:
+        return PlainTextResponse("Conveyor is starting or stopping; try again shortly", status_code=503)
+    if _needs_admin(request.url.path) and not is_admin(request, control.credentials):
         return PlainTextResponse("", status_code=401, headers=BASIC_CHALLENGE)
     lines = validation_reasons(list(error.errors()))
     return PlainTextResponse("\n".join(lines), status_code=400)

@@ -13,12 +13,41 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import ClassVar, Self
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Self
 
 from conveyor.model.job import JobHandle, JobSpec, JobStatus
 from conveyor.model.service import Service
 
+if TYPE_CHECKING:
+    from conveyor.layout import DataLayout
+    from conveyor.settings import Settings
+    from conveyor.storage.registry import ProviderRegistry
+    from conveyor.storage.s3 import S3Credentials
+
 Listener = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class BackendContext:
+    """What a platform hands every backend it builds (`Backend.create`)."""
+
+    settings: Settings
+    layout: DataLayout
+    storage: ProviderRegistry
+    """The stores jobs read and write, for backends whose supervisor runs in this process."""
+    platform_store: S3Credentials
+    """The platform's own store as jobs that run elsewhere (Slurm nodes) reach it."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a backend's jobs may use together, and what its running jobs hold now."""
+
+    cpus: float
+    memory: int
+    used_cpus: float
+    used_memory: int
 
 
 class Backend(ABC):
@@ -34,6 +63,11 @@ class Backend(ABC):
     def __init__(self) -> None:
         self._listener: Listener = lambda: None
 
+    @classmethod
+    @abstractmethod
+    def create(cls, context: BackendContext) -> Self:
+        """The backend as the platform's settings configure it (its own section of them)."""
+
     def set_listener(self, listener: Listener) -> None:
         """`listener` is called (from any thread) whenever a job may have changed state."""
         self._listener = listener
@@ -41,6 +75,14 @@ class Backend(ABC):
     @abstractmethod
     def describe(self) -> str:
         """One line saying how jobs run here (engine, version, limits)."""
+
+    def notices(self) -> list[str]:
+        """What `conveyor up` should say about this backend (e.g. a fallback it took)."""
+        return []
+
+    def resources(self) -> Resources | None:
+        """CPU and memory for jobs, and what running jobs hold; None when the backend cannot tell."""
+        return None
 
     def warnings_for(self, service: Service) -> list[str]:
         """What a user deploying `service` here should know (e.g. an image that will be ignored)."""

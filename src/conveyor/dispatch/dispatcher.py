@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from conveyor.backends.base import Backend
+from conveyor.backends.registry import Backends
 from conveyor.dispatch.retry import Decision, RetryPolicy
 from conveyor.errors import ConveyorError, UnsafeKeyError
 from conveyor.layout import DataLayout
@@ -45,15 +46,12 @@ class Dispatcher:
     def __init__(
         self,
         ledger: Ledger,
-        backends: dict[str, Backend],
+        backends: Backends,
         layout: DataLayout,
         retry: RetryPolicy | None = None,
-        *,
-        default_backend: str = "local",
     ) -> None:
         self.ledger = ledger
         self.backends = backends
-        self.default_backend = default_backend
         self.layout = layout
         self.retry = retry or RetryPolicy()
         self._wake = threading.Condition()
@@ -72,7 +70,7 @@ class Dispatcher:
         """Running jobs a user cancelled: their end is recorded as cancelled, never retried."""
         self._lead_of: dict[str, str] = {}
         """Jobs running in a batch (but not leading it) → the job whose handle runs the batch."""
-        for backend in backends.values():
+        for backend in backends:
             backend.set_listener(self.wake)
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -89,7 +87,7 @@ class Dispatcher:
                 self._finish(job.job_id, JobOutcome(state=JobState.CANCELLED, message="its service no longer exists"))
                 continue
             spec = self._spec(job, service)
-            backend = self.backends.get(self.backend_name(service))
+            backend = self.backends.for_service(service)
             handle = backend.adopt(spec) if backend is not None else None
             if handle is None:
                 self.ledger.requeue(job.job_id, "queued again: the platform stopped before its script started")
@@ -135,9 +133,6 @@ class Dispatcher:
     @property
     def inflight(self) -> int:
         return len(self._inflight)
-
-    def backend_name(self, service: Service) -> str:
-        return service.backend or self.default_backend
 
     def cancel(self, job_id: str) -> str | None:
         """Cancel a queued or running job; returns what happened, None when it was not queued or running."""
@@ -280,7 +275,7 @@ class Dispatcher:
             self.ledger.mark_running(job.job_id)
             self._finish(job.job_id, JobOutcome(state=JobState.CANCELLED, message="its service no longer exists"))
             return True
-        name = self.backend_name(service)
+        name = self.backends.kind_for(service)
         backend = self.backends.get(name)
         if backend is None:
             self.ledger.mark_running(job.job_id)

@@ -14,11 +14,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from conveyor.events.intake import EventIntake
 from conveyor.model.service import Service, StorageIO
-from conveyor.storage.registry import ProviderRegistry
+
+if TYPE_CHECKING:  # the validation rules read the sources table without loading the ledger
+    from conveyor.events.intake import EventIntake
+    from conveyor.storage.registry import ProviderRegistry
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from conveyor.events.routing import InputIndex
-from conveyor.ledger.store import Ledger
-from conveyor.model.event import ObjectEvent
+from conveyor.model.event import ObjectEvent, ObjectRef
+
+if TYPE_CHECKING:
+    from conveyor.ledger.store import Ledger
 
 
 class EventIntake:
@@ -15,6 +18,10 @@ class EventIntake:
         self.ledger = ledger
         self.index = index
         self.on_new_jobs = on_new_jobs
+
+    def services_for(self, ref: ObjectRef) -> list[str]:
+        """The services an object triggers (those with an input it lies under)."""
+        return self.index.services_for(ref)
 
     def accept(self, event: ObjectEvent, only_service: str | None = None) -> list[str]:
         """Record the event for every service it triggers (or only `only_service`); returns new job ids.

@@ -22,7 +22,7 @@ from urllib.parse import unquote_plus
 import httpx
 
 from conveyor.model.event import ObjectEvent, ObjectRef, utcnow
-from conveyor.model.service import DEFAULT_PROVIDER
+from conveyor.model.kinds import DEFAULT_PROVIDER
 from conveyor.supervisor.contract import PRODUCER_DEPTH_METADATA, PRODUCER_JOB_METADATA
 
 

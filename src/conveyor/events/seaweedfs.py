@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from conveyor.model.event import ObjectEvent, ObjectRef, utcnow
-from conveyor.model.service import DEFAULT_PROVIDER
+from conveyor.model.kinds import DEFAULT_PROVIDER
 from conveyor.supervisor.contract import PRODUCER_DEPTH_METADATA, PRODUCER_JOB_METADATA
 
 BUCKETS_ROOT = "/buckets/"

@@ -20,9 +20,10 @@ import logging
 import threading
 from collections.abc import Collection
 
-from conveyor.errors import ConveyorError, Problem, StorageError
+from conveyor.errors import ConveyorError, StorageError
 from conveyor.events.base import EventSource, SourceContext
-from conveyor.model.service import DEFAULT_PROVIDER, Service, StorageIO
+from conveyor.model.kinds import DEFAULT_PROVIDER
+from conveyor.model.service import Service, StorageIO
 
 log = logging.getLogger(__name__)
 
@@ -40,32 +41,13 @@ def source_kind(service: Service, io: StorageIO) -> str:
     """The `events:` value that applies to one input (see the module docstring)."""
     if io.storage_provider == DEFAULT_PROVIDER:
         return "seaweedfs"
-    kind, _, ident = io.storage_provider.partition(".")
-    settings = service.storage_providers.get(kind, {}).get(ident, {})
+    settings = service.provider_settings(io.storage_provider) or {}
     explicit = settings.get("events")
     if explicit:
         return str(explicit)
-    if kind == "s3" and not settings.get("endpoint"):
+    if io.kind == "s3" and not settings.get("endpoint"):
         return "sqs"
     return "poll"
-
-
-def source_problems(service: Service) -> list[Problem]:
-    """Inputs whose `events:` names no known source. Fields are relative to the service."""
-    problems = []
-    for index, io in enumerate(service.input):
-        chosen = source_kind(service, io)
-        if chosen not in SOURCES:
-            problems.append(
-                Problem(
-                    field=f"input[{index}].storage_provider",
-                    message=(
-                        f"events: {chosen!r} of {io.storage_provider!r} is not an event source; "
-                        f"use one of {', '.join(sorted(SOURCES))}"
-                    ),
-                )
-            )
-    return problems
 
 
 class EventSources:

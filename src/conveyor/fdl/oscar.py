@@ -40,8 +40,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from conveyor.control.validation import definition_problems, duplicate_names
 from conveyor.errors import FDLError, Problem
-from conveyor.model.service import Service, duplicate_names, service_problems
+from conveyor.model.service import Service
 
 # A position in the YAML document: mapping keys and list indices, from the root.
 YamlPath = tuple[str | int, ...]
@@ -114,7 +115,7 @@ def format_field(path: YamlPath) -> str:
 
 
 def _parse_field(text: str) -> YamlPath:
-    """The inverse of format_field, for the service-relative fields of `service_problems`."""
+    """The inverse of format_field, for the service-relative fields of `definition_problems`."""
     return tuple(int(index) if index else name for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", text))
 
 
@@ -322,7 +323,7 @@ def _load_service(
                 continue  # already said what is wrong with the script file
             _report_validation_error(item, error["loc"], error["type"], error["msg"], report)
         return None
-    for problem in service_problems(service):
+    for problem in definition_problems(service):
         report.problem((*item.path, *_parse_field(problem.field)), problem.message)
     return service
 

@@ -26,7 +26,7 @@ from conveyor.ledger.store import Ledger
 from conveyor.ledger.tables import EventRow, JobOutputRow, JobRow
 from conveyor.model.event import ObjectRef
 from conveyor.model.job import JobState
-from conveyor.model.service import DEFAULT_PROVIDER
+from conveyor.model.kinds import DEFAULT_PROVIDER
 
 MAX_LEVELS = 64
 """Jobs followed in each direction from the traced object; the lineage limit is far below."""

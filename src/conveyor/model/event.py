@@ -12,7 +12,7 @@ from urllib.parse import quote_plus
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from conveyor.model.service import DEFAULT_PROVIDER, normalize_provider
+from conveyor.model.kinds import DEFAULT_PROVIDER, normalize_provider
 
 
 def utcnow() -> datetime:

@@ -10,13 +10,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from conveyor.errors import Problem
+from conveyor.model.kinds import BACKEND_KINDS, DEFAULT_PROVIDER, ProviderId, normalize_provider
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 NAME_MAX = 39
-DEFAULT_PROVIDER = "minio.default"
-BACKENDS = ("local", "slurm")
-PROVIDER_KINDS = ("minio", "s3", "onedata", "webdav", "rucio", "local")
 DEFAULT_MEMORY = "256Mi"
 DEFAULT_CPU = "0.2"
 DEFAULT_TIMEOUT_S = 3600
@@ -63,15 +60,6 @@ def parse_cpu(value: str | float | int) -> float:
     return cores
 
 
-def normalize_provider(value: str) -> str:
-    """`minio` means `minio.default`; the kind must be one OSCAR knows."""
-    text = (value or DEFAULT_PROVIDER).strip()
-    kind, _, ident = text.partition(".")
-    if kind not in PROVIDER_KINDS:
-        raise ValueError(f"unknown storage provider kind {kind!r}; expected one of {', '.join(PROVIDER_KINDS)}")
-    return f"{kind}.{ident or 'default'}"
-
-
 class StorageIO(BaseModel):
     """An input (trigger) or output path on a storage provider: `bucket[/folder...]`."""
 
@@ -116,8 +104,12 @@ class StorageIO(BaseModel):
         return [str(v) for v in value]
 
     @property
+    def provider_id(self) -> ProviderId:
+        return ProviderId.parse(self.storage_provider)
+
+    @property
     def kind(self) -> str:
-        return self.storage_provider.partition(".")[0]
+        return self.provider_id.kind
 
     @property
     def bucket(self) -> str:
@@ -290,8 +282,8 @@ class Service(BaseModel):
     def _backend(cls, value: Any) -> str | None:
         if value in (None, ""):
             return None
-        if value not in BACKENDS:
-            raise ValueError(f"unknown backend {value!r}; expected one of {', '.join(BACKENDS)}")
+        if value not in BACKEND_KINDS:
+            raise ValueError(f"unknown backend {value!r}; expected one of {', '.join(BACKEND_KINDS)}")
         return str(value)
 
     @field_validator("timeout")
@@ -329,6 +321,11 @@ class Service(BaseModel):
                 io.path = f"{self.name}/{io.path}"
         return self
 
+    def provider_settings(self, provider: str) -> dict[str, Any] | None:
+        """The `storage_providers.<kind>.<id>` settings `provider` names (None when undefined)."""
+        name = ProviderId.parse(provider)
+        return self.storage_providers.get(name.kind, {}).get(name.ident)
+
     @property
     def memory_bytes(self) -> int:
         return parse_memory(self.memory)
@@ -357,38 +354,3 @@ SECRET_CREDENTIAL_KEYS = frozenset({"secret_key", "access_key", "password", "aut
 
 def _hide_credentials(settings: dict[str, Any]) -> dict[str, Any]:
     return {k: ("hidden" if k in SECRET_CREDENTIAL_KEYS and v else v) for k, v in settings.items()}
-
-
-def service_problems(service: Service) -> list[Problem]:
-    """Problems no single field shows. Fields are relative to the service (`output[0].path`)."""
-    problems: list[Problem] = []
-    for o_index, output in enumerate(service.output):
-        for i_index, input_ in enumerate(service.input):
-            if output.is_within(input_):
-                problems.append(
-                    Problem(
-                        field=f"output[{o_index}].path",
-                        message=(
-                            f"{output.path!r} is the service's own input {input_.path!r} (input[{i_index}])"
-                            " or under it: every result would trigger the service again"
-                        ),
-                    )
-                )
-    for kind_field, ios in (("input", service.input), ("output", service.output)):
-        for io_index, io in enumerate(ios):
-            if io.storage_provider == DEFAULT_PROVIDER:
-                continue
-            kind, _, ident = io.storage_provider.partition(".")
-            if ident not in service.storage_providers.get(kind, {}):
-                problems.append(
-                    Problem(
-                        field=f"{kind_field}[{io_index}].storage_provider",
-                        message=f"{io.storage_provider!r} is not defined under storage_providers.{kind}",
-                    )
-                )
-    return problems
-
-
-def duplicate_names(services: list[Service]) -> list[str]:
-    names = [s.name for s in services]
-    return sorted({n for n in names if names.count(n) > 1})

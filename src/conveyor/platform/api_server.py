@@ -14,6 +14,7 @@ from conveyor.errors import PlatformError
 
 class ApiServer:
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        self.app = app
         self.host = host
         self._socket = _bound_socket(host, port)
         self.port = int(self._socket.getsockname()[1])

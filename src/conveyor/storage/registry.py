@@ -19,7 +19,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from conveyor.errors import StorageError, validation_reasons
-from conveyor.model.service import DEFAULT_PROVIDER, Service
+from conveyor.model.kinds import DEFAULT_PROVIDER
+from conveyor.model.service import Service
 from conveyor.storage.base import StorageProvider
 
 PROVIDERS: dict[str, str] = {

@@ -7,17 +7,15 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from conveyor.model.kinds import normalize_provider
 from conveyor.model.service import (
     DEFAULT_CPU,
     DEFAULT_MEMORY,
     Environment,
     Service,
     StorageIO,
-    duplicate_names,
-    normalize_provider,
     parse_cpu,
     parse_memory,
-    service_problems,
 )
 
 
@@ -440,81 +438,6 @@ def test_service_public_leaves_the_original_untouched() -> None:
     service.public()
     assert service.environment.secrets == {"API_KEY": "s3cr3t"}
     assert service.storage_providers["s3"]["mine"]["secret_key"] == "SECRET"
-
-
-# ---- service_problems and duplicate_names ---------------------------------------------------
-
-
-def problem_fields(service: Service) -> list[str]:
-    return [p.field for p in service_problems(service)]
-
-
-def test_service_problems_none_for_a_sound_service() -> None:
-    service = make_service(input=[{"path": "bkt/in"}], output=[{"path": "bkt/out"}])
-    assert service_problems(service) == []
-
-
-def test_service_problems_output_equal_to_own_input() -> None:
-    service = make_service(input=[{"path": "bkt/in"}], output=[{"path": "bkt/out"}, {"path": "bkt/in"}])
-    problems = service_problems(service)
-    assert [p.field for p in problems] == ["output[1].path"]
-    assert "input[0]" in problems[0].message
-    assert "trigger the service again" in problems[0].message
-
-
-def test_service_problems_output_under_own_input() -> None:
-    service = make_service(input=[{"path": "bkt/in"}], output=[{"path": "bkt/in/results"}])
-    assert problem_fields(service) == ["output[0].path"]
-
-
-def test_service_problems_output_in_a_whole_bucket_input() -> None:
-    # minio/s3 bare names go into the service's bucket, so a whole-bucket input needs another kind
-    service = make_service(
-        input=[{"storage_provider": "webdav.d", "path": "bkt"}],
-        output=[{"storage_provider": "webdav.d", "path": "bkt/out"}],
-        storage_providers={"webdav": {"d": {"hostname": "dav.example.org"}}},
-    )
-    assert problem_fields(service) == ["output[0].path"]
-
-
-@pytest.mark.parametrize(
-    ("input_", "output"),
-    [
-        ({"path": "bkt/in"}, {"path": "bkt/inx"}),
-        ({"path": "bkt/in"}, {"path": "cat/in"}),
-        ({"path": "bkt/in/sub"}, {"path": "bkt/in"}),
-        ({"path": "bkt/in"}, {"path": "bkt/in", "storage_provider": "s3.mine"}),
-    ],
-)
-def test_service_problems_not_flagged(input_: dict[str, str], output: dict[str, str]) -> None:
-    service = make_service(input=[input_], output=[output], storage_providers={"s3": {"mine": {}}})
-    assert service_problems(service) == []
-
-
-def test_service_problems_undefined_provider_reference() -> None:
-    service = make_service(
-        input=[{"storage_provider": "s3.mine", "path": "bkt/in"}],
-        output=[
-            {"storage_provider": "minio.default", "path": "bkt/out"},
-            {"storage_provider": "s3.other", "path": "o"},
-        ],
-        storage_providers={"s3": {"mine": {"access_key": "a", "secret_key": "s"}}},
-    )
-    problems = service_problems(service)
-    assert [p.field for p in problems] == ["output[1].storage_provider"]
-    assert "'s3.other' is not defined under storage_providers.s3" in problems[0].message
-
-
-def test_service_problems_undefined_kind_section() -> None:
-    service = make_service(input=[{"storage_provider": "minio.external", "path": "bkt/in"}])
-    assert problem_fields(service) == ["input[0].storage_provider"]
-
-
-def test_duplicate_names() -> None:
-    services = [make_service(name=n) for n in ("b", "a", "b", "c", "a", "b")]
-    assert duplicate_names(services) == ["a", "b"]
-    assert duplicate_names([make_service(name="x"), make_service(name="y")]) == []
-    assert duplicate_names([]) == []
 
 
 # ---- batch ----------------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """Buckets of the platform's store (OSCAR's /system/buckets), and presigned URLs for one object.
 
-Conveyor has one account, the admin, so every bucket is `private` to it: asking for `public` or
-`restricted` visibility is answered 501 rather than accepted and silently not enforced.
+The rules (one account, every bucket private) are control/buckets.py's; here is OSCAR's JSON.
 """
 
 from __future__ import annotations
@@ -12,12 +11,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from conveyor.api.deps import AdminDep, PlatformDep, parse_body
-from conveyor.errors import ObjectNotFound, StorageError
-from conveyor.model.event import ObjectRef, iso_z, utcnow
+from conveyor.api.deps import AdminDep, BucketsDep, parse_body
+from conveyor.control.buckets import OWNER, Bucket
+from conveyor.errors import StorageError
+from conveyor.model.event import iso_z, utcnow
 from conveyor.model.service import StorageIO
-from conveyor.platform.platform import Platform
-from conveyor.storage.s3 import S3Provider
 
 router = APIRouter(dependencies=[AdminDep], tags=["buckets"])
 
@@ -57,111 +55,73 @@ class PresignRequest(BaseModel):
         return max(1, min(asked, PRESIGN_MAX_S))
 
 
-def _store(platform: Platform) -> S3Provider:
-    store = platform.storage.default
-    assert isinstance(store, S3Provider)
-    return store
-
-
-def _require_private(request: BucketRequest) -> None:
-    if request.visibility != "private":
-        raise HTTPException(
-            501, f"visibility {request.visibility!r} is not supported: Conveyor has one account, buckets are private"
-        )
-
-
-def _bucket_json(name: str, services: list[str]) -> dict[str, Any]:
-    metadata = {"owner": "conveyor"} | ({"from_service": ",".join(services)} if services else {})
+def _bucket_json(bucket: Bucket) -> dict[str, Any]:
+    metadata = {"owner": OWNER} | ({"from_service": ",".join(bucket.services)} if bucket.services else {})
     return {
-        "bucket_name": name,
+        "bucket_name": bucket.name,
         "visibility": "private",
         "allowed_users": [],
-        "owner": "conveyor",
+        "owner": OWNER,
         "metadata": metadata,
     }
 
 
-def _services_using(platform: Platform, bucket: str) -> list[str]:
-    return sorted(
-        s.name
-        for s in platform.ledger.list_services()
-        if any(io.bucket == bucket and io.storage_provider == "minio.default" for io in (*s.input, *s.output))
-    )
-
-
-def _existing(platform: Platform, bucket: str) -> None:
-    if bucket not in _store(platform).list_buckets():
-        raise HTTPException(404, f"the bucket {bucket!r} does not exist")
-
-
 @router.post("/system/buckets", status_code=201)
-def create_bucket(body: dict[str, Any], platform: PlatformDep) -> Response:
+def create_bucket(body: dict[str, Any], buckets: BucketsDep) -> Response:
     request = parse_body(BucketRequest, body, "bucket request")
-    _require_private(request)
-    if not _store(platform).ensure_bucket(request.bucket_name):
-        raise HTTPException(400, f"the bucket {request.bucket_name!r} already exists")
+    buckets.create(request.bucket_name, request.visibility)
     return Response(status_code=201)
 
 
 @router.get("/system/buckets")
-def list_buckets(platform: PlatformDep) -> list[dict[str, Any]] | None:
+def list_buckets(buckets: BucketsDep) -> list[dict[str, Any]] | None:
     """`null` when there are none, as OSCAR answers."""
-    names = _store(platform).list_buckets()
-    return [_bucket_json(name, _services_using(platform, name)) for name in names] or None
+    return [_bucket_json(bucket) for bucket in buckets.all()] or None
 
 
 @router.put("/system/buckets", status_code=204)
-def update_bucket(body: dict[str, Any], platform: PlatformDep) -> Response:
+def update_bucket(body: dict[str, Any], buckets: BucketsDep) -> Response:
     request = parse_body(BucketRequest, body, "bucket request")
-    _existing(platform, request.bucket_name)
-    _require_private(request)
+    buckets.update(request.bucket_name, request.visibility)
     return Response(status_code=204)
 
 
 @router.get("/system/buckets/{bucket}")
-def read_bucket(bucket: str, platform: PlatformDep, page: str | None = None) -> dict[str, Any]:
-    _existing(platform, bucket)
-    try:
-        objects, next_token = _store(platform).list_page(bucket, token=page, max_keys=PAGE)
-    except ObjectNotFound:
-        raise HTTPException(404, f"the bucket {bucket!r} does not exist") from None
-    answer = _bucket_json(bucket, _services_using(platform, bucket)) | {
+def read_bucket(bucket: str, buckets: BucketsDep, page: str | None = None) -> dict[str, Any]:
+    found = buckets.read(bucket, page, PAGE)
+    answer = _bucket_json(found.bucket) | {
         "objects": [
             {
                 "object_name": o.ref.key,
                 "size_bytes": o.size,
-                "owner": "conveyor",
+                "owner": OWNER,
                 "last_modified": o.last_modified.isoformat() if o.last_modified else "",
             }
-            for o in objects
+            for o in found.objects
         ],
-        "is_truncated": next_token is not None,
-        "returned_items": len(objects),
+        "is_truncated": found.next_page is not None,
+        "returned_items": len(found.objects),
     }
-    if next_token:
-        answer["next_page"] = next_token
+    if found.next_page:
+        answer["next_page"] = found.next_page
     return answer
 
 
 @router.delete("/system/buckets/{bucket}", status_code=204)
-def delete_bucket(bucket: str, platform: PlatformDep) -> Response:
+def delete_bucket(bucket: str, buckets: BucketsDep) -> Response:
     """The bucket and everything in it, as OSCAR does."""
-    _existing(platform, bucket)
     try:
-        _store(platform).delete_bucket(bucket)
+        buckets.delete(bucket)
     except StorageError as error:
         raise HTTPException(502, f"the store could not delete {bucket!r}: {error}") from None
     return Response(status_code=204)
 
 
 @router.post("/system/buckets/{bucket}/presign")
-def presign(bucket: str, body: dict[str, Any], platform: PlatformDep) -> dict[str, Any]:
+def presign(bucket: str, body: dict[str, Any], buckets: BucketsDep) -> dict[str, Any]:
     request = parse_body(PresignRequest, body, "presign request")
-    _existing(platform, bucket)
     method = "PUT" if request.operation == "upload" else "GET"
-    url = _store(platform).presign(
-        ObjectRef(bucket=bucket, key=request.object_key), method, request.lifetime_s, request.content_type
-    )
+    url = buckets.presign(bucket, request.object_key, method, request.lifetime_s, request.content_type)
     answer: dict[str, Any] = {
         "object_key": request.object_key,
         "operation": request.operation,

@@ -8,19 +8,13 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
-from conveyor.api.deps import AdminDep, PlatformDep
+from conveyor.api.deps import AdminDep, JobsDep
 from conveyor.model.job import OSCAR_STATUS, JobRecord, JobState
-from conveyor.platform.platform import Platform
 
 router = APIRouter(dependencies=[AdminDep])
 
 OSCAR_PAGE = 70
 """OSCAR's JOB_LISTING_LIMIT."""
-
-
-def _require_service(platform: Platform, service: str) -> None:
-    if platform.ledger.fetch_service(service) is None and not platform.ledger.count_jobs(service):
-        raise HTTPException(404, f"the service {service!r} does not exist")
 
 
 def _page_cursor(page: str | None) -> int | None:
@@ -33,9 +27,9 @@ def _page_cursor(page: str | None) -> int | None:
 
 
 @router.get("/system/logs/{service}", tags=["jobs"])
-def oscar_jobs(service: str, platform: PlatformDep, page: str | None = None) -> dict[str, Any]:
-    _require_service(platform, service)
-    rows = platform.ledger.list_jobs(service, limit=OSCAR_PAGE + 1, before_seq=_page_cursor(page))
+def oscar_jobs(service: str, jobs: JobsDep, page: str | None = None) -> dict[str, Any]:
+    jobs.require_service(service)
+    rows = jobs.find(service, limit=OSCAR_PAGE + 1, before=_page_cursor(page))
     answer: dict[str, Any] = {"jobs": {record.job_id: _oscar_job(record) for _, record in rows[:OSCAR_PAGE]}}
     if len(rows) > OSCAR_PAGE:
         answer["next_page"] = str(rows[OSCAR_PAGE - 1][0])
@@ -52,31 +46,26 @@ def _oscar_job(record: JobRecord) -> dict[str, str]:
 
 
 @router.get("/system/logs/{service}/{job_id}", response_class=PlainTextResponse, tags=["jobs"])
-def job_log(service: str, job_id: str, platform: PlatformDep) -> str:
-    record = platform.ledger.fetch_job(job_id)
-    if record is None or record.service != service:
-        raise HTTPException(404, f"no job {job_id!r} in service {service!r}")
-    return platform.read_log(service, job_id) or ""
+def job_log(service: str, job_id: str, jobs: JobsDep) -> str:
+    jobs.fetch_in(service, job_id)
+    return jobs.read_log(service, job_id) or ""
 
 
 @router.delete("/system/logs/{service}", status_code=204, tags=["jobs"])
-def delete_jobs(service: str, platform: PlatformDep, all: bool = False) -> Response:
-    removed = platform.ledger.delete_jobs(service, only_succeeded=not all)
-    platform.remove_logs(service, removed)
+def delete_jobs(service: str, jobs: JobsDep, all: bool = False) -> Response:
+    jobs.delete_finished(service, failed_too=all)
     return Response(status_code=204)
 
 
 @router.delete("/system/logs/{service}/{job_id}", status_code=204, tags=["jobs"])
-def delete_job(service: str, job_id: str, platform: PlatformDep) -> Response:
-    if not platform.ledger.delete_job(service, job_id):
-        raise HTTPException(404, f"no job {job_id!r} in service {service!r}")
-    platform.remove_logs(service, [job_id])
+def delete_job(service: str, job_id: str, jobs: JobsDep) -> Response:
+    jobs.delete(service, job_id)
     return Response(status_code=204)
 
 
 @router.get("/conveyor/v1/jobs", tags=["conveyor"])
 def list_jobs(
-    platform: PlatformDep,
+    jobs: JobsDep,
     service: str | None = None,
     status: list[JobState] = Query(default=[]),  # noqa: B008 - FastAPI's way to declare a list query
     limit: int = Query(default=100, ge=1, le=10_000),
@@ -84,7 +73,7 @@ def list_jobs(
     id_prefix: str | None = None,
 ) -> dict[str, Any]:
     """Newest first; pass `next` back as `before` for the next page. `id_prefix` finds short ids."""
-    rows = platform.ledger.list_jobs(service, states=status, limit=limit + 1, before_seq=before, id_prefix=id_prefix)
+    rows = jobs.find(service, states=status, limit=limit + 1, before=before, id_prefix=id_prefix)
     page = rows[:limit]
     return {
         "jobs": [record.model_dump(mode="json") for _, record in page],
@@ -100,15 +89,9 @@ class RetryRequest(BaseModel):
 
 
 @router.post("/conveyor/v1/retry", tags=["conveyor"])
-def retry_jobs(request: RetryRequest, platform: PlatformDep) -> dict[str, list[str]]:
+def retry_jobs(request: RetryRequest, jobs: JobsDep) -> dict[str, list[str]]:
     """Replay finished jobs as a new attempt (dead letters, or any failed job by id)."""
-    if not request.jobs and not request.dead:
-        raise HTTPException(400, "name the jobs to retry, or ask for every dead job with dead=true")
-    _require_service(platform, request.service)
-    job_ids = [_full_job_id(platform, request.service, given) for given in request.jobs]
-    replayed = platform.ledger.replay(request.service, job_ids, dead=request.dead)
-    platform.dispatcher.wake()
-    return {"replayed": replayed}
+    return {"replayed": jobs.retry(request.service, request.jobs, dead=request.dead)}
 
 
 class CancelRequest(BaseModel):
@@ -119,32 +102,12 @@ class CancelRequest(BaseModel):
 
 
 @router.post("/conveyor/v1/cancel", tags=["conveyor"])
-def cancel_jobs(request: CancelRequest, platform: PlatformDep) -> dict[str, dict[str, str]]:
+def cancel_jobs(request: CancelRequest, jobs: JobsDep) -> dict[str, dict[str, str]]:
     """Cancel queued or running jobs: a queued one never starts, a running one is stopped (scancel on
     Slurm); either ends `cancelled` and is not retried. Finished jobs are left as they are."""
-    if not request.jobs and not request.queued:
-        raise HTTPException(400, "name the jobs to cancel, or ask for every queued job with queued=true")
-    _require_service(platform, request.service)
-    job_ids = [_full_job_id(platform, request.service, given) for given in request.jobs]
-    if request.queued:
-        job_ids += [record.job_id for _, record in platform.ledger.list_jobs(
-            request.service, states=[JobState.QUEUED], limit=1_000_000)]  # fmt: skip
-    answers = {job_id: platform.dispatcher.cancel(job_id) or "already finished" for job_id in dict.fromkeys(job_ids)}
-    return {"cancelled": answers}
-
-
-def _full_job_id(platform: Platform, service: str, given: str) -> str:
-    matches = platform.ledger.list_jobs(service, limit=2, id_prefix=given)
-    if not matches:
-        raise HTTPException(404, f"no job of service {service!r} starts with {given!r}")
-    if len(matches) > 1 and matches[0][1].job_id != given:
-        raise HTTPException(400, f"{given!r} matches several jobs of {service!r}: give more of the id")
-    return matches[0][1].job_id
+    return {"cancelled": jobs.cancel(request.service, request.jobs, queued=request.queued)}
 
 
 @router.get("/conveyor/v1/jobs/{job_id}", tags=["conveyor"])
-def read_job(job_id: str, platform: PlatformDep) -> JobRecord:
-    record = platform.ledger.fetch_job(job_id)
-    if record is None:
-        raise HTTPException(404, f"no job {job_id!r}")
-    return record
+def read_job(job_id: str, jobs: JobsDep) -> JobRecord:
+    return jobs.fetch(job_id)

@@ -9,7 +9,9 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
 from conveyor import __version__
-from conveyor.api.deps import AdminDep, PlatformDep
+from conveyor.api.deps import AdminDep, StatusDep
+from conveyor.backends.base import Resources
+from conveyor.control.status import PlatformFigures
 from conveyor.model.job import OSCAR_STATUS
 
 router = APIRouter()
@@ -31,7 +33,7 @@ def info() -> dict[str, Any]:
 
 
 @router.get("/system/config", dependencies=[AdminDep], tags=["system"])
-def config(platform: PlatformDep) -> dict[str, Any]:
+def config(status: StatusDep) -> dict[str, Any]:
     return {
         "config": {
             "name": "conveyor",
@@ -45,63 +47,23 @@ def config(platform: PlatformDep) -> dict[str, Any]:
             "oidc_groups": [""],
             "minio_quota_enabled": False,
         },
-        "minio_provider": platform.minio_provider(),
+        "minio_provider": status.store.model_dump(),
         "allowed_image_repositories": [],
     }
 
 
 @router.get("/system/status", dependencies=[AdminDep], tags=["system"])
-def oscar_status(platform: PlatformDep) -> dict[str, Any]:
-    """OSCAR's StatusInfo for the one node Conveyor runs on: what jobs may use and what they hold now."""
-    capacity = platform.backend.capacity
-    free_cores = max(0.0, capacity.cpus - capacity.used_cpus)
-    free_bytes = max(0, capacity.memory - capacity.used_memory)
-    counts = platform.ledger.count_jobs()
+def oscar_status(status: StatusDep) -> dict[str, Any]:
+    """OSCAR's StatusInfo for the one node Conveyor runs on: what jobs may use and what they hold now.
+
+    Counts come from figures that cost the same whatever the store holds: jobs by state from the
+    ledger, objects from the store's own counters (not a listing of every bucket)."""
+    figures = status.figures()
     by_state: dict[str, int] = {}
-    for states in counts.values():
-        for state, number in states.items():
-            oscar_state = OSCAR_STATUS[state]
-            by_state[oscar_state] = by_state.get(oscar_state, 0) + number
-    store = platform.storage.default
-    buckets = store.list_buckets()
+    for state, number in figures.jobs.items():
+        by_state[OSCAR_STATUS[state]] = by_state.get(OSCAR_STATUS[state], 0) + number
     return {
-        "cluster": {
-            "nodes_count": 1,
-            "metrics": {
-                "cpu": {
-                    "total_free_cores": int(free_cores),
-                    "max_free_on_node_cores": int(free_cores),
-                    "total_schedulable_cores": int(capacity.cpus),
-                    "total_schedulable_on_node_cores": int(capacity.cpus),
-                },
-                "memory": {
-                    "total_free_bytes": free_bytes,
-                    "max_free_on_node_bytes": free_bytes,
-                    "total_schedulable_bytes": capacity.memory,
-                    "max_schedulable_on_node_bytes": capacity.memory,
-                },
-                "gpu": {"total_gpu": 0},
-            },
-            "nodes": [
-                {
-                    "name": host.node(),
-                    "cpu": {
-                        "capacity_cores": int(capacity.cpus),
-                        "usage_cores": int(capacity.used_cpus),
-                        "request_cores": int(capacity.used_cpus),
-                    },
-                    "memory": {
-                        "capacity_bytes": capacity.memory,
-                        "usage_bytes": capacity.used_memory,
-                        "request_bytes": capacity.used_memory,
-                    },
-                    "gpu": 0,
-                    "is_interlink": False,
-                    "status": "Ready",
-                    "conditions": [{"type": "Ready", "status": True}],
-                }
-            ],
-        },
+        "cluster": _cluster(figures),
         "oscar": {
             "deployment_name": "conveyor",
             "ready": True,
@@ -109,7 +71,7 @@ def oscar_status(platform: PlatformDep) -> dict[str, Any]:
                 "available_replicas": 1,
                 "ready_replicas": 1,
                 "replicas": 1,
-                "creation_timestamp": platform.started_at.isoformat(),
+                "creation_timestamp": status.started_at.isoformat(),
                 "strategy": "embedded",
                 "labels": {},
             },
@@ -117,16 +79,53 @@ def oscar_status(platform: PlatformDep) -> dict[str, Any]:
             "pods": {"total": by_state.get("Pending", 0) + by_state.get("Running", 0), "states": by_state},
             "oidc": {"enabled": False, "issuers": [], "groups": []},
         },
-        "minio": {
-            "buckets_count": len(buckets),
-            "total_objects": sum(1 for bucket in buckets for _ in store.list(bucket)),
+        "minio": {"buckets_count": figures.store.buckets, "total_objects": figures.store.objects},
+    }
+
+
+def _cluster(figures: PlatformFigures) -> dict[str, Any]:
+    resources = figures.resources or Resources(cpus=0, memory=0, used_cpus=0, used_memory=0)
+    free_cores = max(0.0, resources.cpus - resources.used_cpus)
+    free_bytes = max(0, resources.memory - resources.used_memory)
+    return {
+        "nodes_count": 1,
+        "metrics": {
+            "cpu": {
+                "total_free_cores": int(free_cores),
+                "max_free_on_node_cores": int(free_cores),
+                "total_schedulable_cores": int(resources.cpus),
+                "total_schedulable_on_node_cores": int(resources.cpus),
+            },
+            "memory": {
+                "total_free_bytes": free_bytes,
+                "max_free_on_node_bytes": free_bytes,
+                "total_schedulable_bytes": resources.memory,
+                "max_schedulable_on_node_bytes": resources.memory,
+            },
+            "gpu": {"total_gpu": 0},
         },
+        "nodes": [
+            {
+                "name": host.node(),
+                "cpu": {
+                    "capacity_cores": int(resources.cpus),
+                    "usage_cores": int(resources.used_cpus),
+                    "request_cores": int(resources.used_cpus),
+                },
+                "memory": {
+                    "capacity_bytes": resources.memory,
+                    "usage_bytes": resources.used_memory,
+                    "request_bytes": resources.used_memory,
+                },
+                "gpu": 0,
+                "is_interlink": False,
+                "status": "Ready",
+                "conditions": [{"type": "Ready", "status": True}],
+            }
+        ],
     }
 
 
 @router.get("/conveyor/v1/status", dependencies=[AdminDep], tags=["conveyor"])
-def status(platform: PlatformDep) -> dict[str, Any]:
-    counts = platform.ledger.count_jobs()
-    return platform.status() | {
-        "jobs": {service: {state.value: n for state, n in states.items()} for service, states in counts.items()}
-    }
+def status(board: StatusDep) -> dict[str, Any]:
+    return board.summary()

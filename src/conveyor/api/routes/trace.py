@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Query
 
-from conveyor.api.deps import AdminDep, PlatformDep
-from conveyor.ledger.provenance import ObjectTrace, trace
+from conveyor.api.deps import AdminDep, JobsDep
+from conveyor.ledger.provenance import ObjectTrace
 from conveyor.model.event import ObjectRef
 
 router = APIRouter(dependencies=[AdminDep])
@@ -13,7 +13,7 @@ router = APIRouter(dependencies=[AdminDep])
 
 @router.get("/conveyor/v1/trace", tags=["conveyor"])
 def trace_object(
-    platform: PlatformDep,
+    jobs: JobsDep,
     path: str = Query(description="`bucket/key`, or `provider:bucket/key` for another provider"),
 ) -> ObjectTrace:
     """Every version of the object the ledger knows: the job that wrote it and that job's own
@@ -24,7 +24,4 @@ def trace_object(
         raise HTTPException(400, str(error)) from None
     if not ref.key or ref.key.endswith("/"):
         raise HTTPException(400, f"{path!r} names a bucket or folder; trace one object: bucket/folder/file")
-    found = trace(platform.ledger, ref.bucket, ref.key, provider=ref.provider)
-    if not found.versions:
-        raise HTTPException(404, f"the ledger knows nothing of {ref}: no job read or wrote it")
-    return found
+    return jobs.trace(ref)

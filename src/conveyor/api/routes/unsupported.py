@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import Callable
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Path
 
 from conveyor.api.deps import AdminDep
 
@@ -37,10 +39,17 @@ UNSUPPORTED: list[tuple[str, list[str], str]] = [
 ]
 
 
-def _refuse(reason: str) -> Callable[[], None]:
-    def endpoint() -> None:
+def _refuse(reason: str, path: str) -> Callable[..., None]:
+    """An endpoint that answers 501, declaring the path's parameters so the OpenAPI document is valid."""
+
+    def endpoint(**_: str) -> None:
         raise HTTPException(501, reason)
 
+    parameters = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=str, default=Path())
+        for name in re.findall(r"{(\w+)}", path)
+    ]
+    endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     return endpoint
 
 
@@ -49,7 +58,7 @@ for path, methods, reason in UNSUPPORTED:
         slug = path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
         router.add_api_route(
             path,
-            _refuse(reason),
+            _refuse(reason, path),
             methods=[method],
             summary=reason,
             status_code=501,

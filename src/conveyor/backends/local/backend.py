@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Self
 
-from conveyor.backends.base import Backend
+from conveyor.backends.base import Backend, BackendContext, Resources
 from conveyor.backends.local.docker import DockerRunner
 from conveyor.backends.local.process import ProcessRunner
 from conveyor.errors import BackendUnavailable, ConveyorError
@@ -62,6 +64,10 @@ class Capacity:
                 and self.used_memory + service.memory_bytes <= self.memory
             )
 
+    def snapshot(self) -> Resources:
+        with self._lock:
+            return Resources(self.cpus, self.memory, self.used_cpus, self.used_memory)
+
     def full(self) -> bool:
         with self._lock:
             return self.jobs >= self.max_jobs or (self.jobs > 0 and self.used_cpus >= self.cpus - 1e-9)
@@ -83,10 +89,18 @@ class LocalBackend(Backend):
     name = "local"
     runs_batches = True
 
-    def __init__(self, config: LocalBackendSettings, storage: ProviderRegistry, runner: ScriptRunner) -> None:
+    def __init__(
+        self,
+        config: LocalBackendSettings,
+        storage: ProviderRegistry,
+        runner: ScriptRunner,
+        *,
+        notices: Sequence[str] = (),
+    ) -> None:
         super().__init__()
         self.config = config
         self.runner = runner
+        self._notices = list(notices)
         self.supervisor = Supervisor(storage, runner)
         self.capacity = Capacity(
             cpus=config.cpus or float(os.cpu_count() or 1),
@@ -99,6 +113,19 @@ class LocalBackend(Backend):
         """Per running job: set on cancel, so a batch starts no further script."""
         self._lock = threading.Lock()
         self._adopted_containers: set[str] = set()
+
+    @classmethod
+    def create(cls, context: BackendContext) -> Self:
+        """With the runner `local.runtime` asks for; warm containers are labelled with the data dir,
+        so the next start finds those this one leaves."""
+        runner, fallback = choose_runner(context.settings.local, owner=str(context.layout.root))
+        return cls(context.settings.local, context.storage, runner, notices=[fallback] if fallback else [])
+
+    def notices(self) -> list[str]:
+        return list(self._notices)
+
+    def resources(self) -> Resources:
+        return self.capacity.snapshot()
 
     @property
     def runs_containers(self) -> bool:

@@ -25,10 +25,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from pydantic import BaseModel
 
-from conveyor.backends.base import Backend
+from conveyor.backends.base import Backend, BackendContext
 from conveyor.backends.slurm.commands import QueueEntry, SlurmCommands, SlurmUnavailable
 from conveyor.backends.slurm.node import LOG_FILE, OUTCOME_FILE, NodeJob, member_log_name, read_outcome
 from conveyor.errors import BackendError, BackendUnavailable
@@ -117,6 +118,12 @@ class SlurmBackend(Backend):
         self._version = self.commands.version()
         self._thread = threading.Thread(target=self._poll_loop, name="slurm-poller", daemon=True)
         self._thread.start()
+
+    @classmethod
+    def create(cls, context: BackendContext) -> Self:
+        """Job files go to `slurm.shared_dir` (default: the data dir's slurm/), which nodes must see."""
+        shared = context.settings.slurm.shared_dir or context.layout.root / "slurm"
+        return cls(context.settings.slurm, shared, context.platform_store)
 
     # ---- the interface -------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from conveyor.model.event import ObjectRef
 from conveyor.settings import Settings
 
 if TYPE_CHECKING:
-    from conveyor.platform.platform import Platform
+    from conveyor.backends.local.backend import LocalBackend
     from conveyor.storage.s3 import S3Provider
 
 DEMO_HELP = """Run the video workflow end to end: start a private platform, deploy
@@ -86,6 +86,7 @@ def demo(
 
 
 def _run_demo(settings: Settings, services: list[Any], scratch: Path, seconds: int, timeout: float) -> bool:
+    from conveyor.backends.local.backend import LocalBackend
     from conveyor.demo.media import expected_frame_count, make_demo_video
     from conveyor.platform.platform import Platform  # the whole server: loaded only to run it
 
@@ -95,8 +96,9 @@ def _run_demo(settings: Settings, services: list[Any], scratch: Path, seconds: i
     runs_on = platform.backends[settings.backend].describe()
     render.note(f"Conveyor up at {platform.api_url} (S3 {platform.s3_endpoint}); jobs run as {runs_on}")
     try:
-        if platform.backend.runs_containers:
-            _check_images(platform, services)
+        local = platform.backends["local"]
+        if isinstance(local, LocalBackend) and local.runs_containers:
+            _check_images(local, services)
         connection = Connection(platform.api_url, platform.credentials.admin_user, platform.credentials.admin_password)
         with ConveyorClient(connection) as client:
             answer = client.apply([s.model_dump(mode="json") for s in services])
@@ -118,10 +120,10 @@ def _run_demo(settings: Settings, services: list[Any], scratch: Path, seconds: i
             platform.stop()
 
 
-def _check_images(platform: Platform, services: list[Any]) -> None:
+def _check_images(local: LocalBackend, services: list[Any]) -> None:
     for image in sorted({s.image for s in services}):
         try:
-            platform.backend.runner.ensure_image(image)
+            local.runner.ensure_image(image)
         except ImageError as error:
             raise CliError(f"{error}\nbuild it first: examples/video-process/build-image.sh", exit_code=1) from None
 

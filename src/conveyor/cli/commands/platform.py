@@ -73,7 +73,7 @@ def _print_endpoints(platform: Platform) -> None:
             ("S3 endpoint", platform.s3_endpoint),
             ("S3 access key", creds.s3_access_key),
             ("S3 secret key", creds.s3_secret_key),
-            ("jobs run as", platform.backend.describe()),
+            ("jobs run as", platform.backends["local"].describe()),
             ("data", str(platform.layout.root)),
         ],
     )

@@ -20,7 +20,7 @@ from conveyor.cli.client import CliError
 from conveyor.cli.options import JsonOption
 from conveyor.errors import StorageError
 from conveyor.model.event import ObjectRef
-from conveyor.model.service import DEFAULT_PROVIDER
+from conveyor.model.kinds import DEFAULT_PROVIDER
 from conveyor.storage.base import StorageProvider
 from conveyor.storage.registry import build_provider
 

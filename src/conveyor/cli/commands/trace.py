@@ -13,7 +13,7 @@ from conveyor.cli.app import context
 from conveyor.cli.client import CliError
 from conveyor.cli.commands.jobs import short_id
 from conveyor.cli.options import JsonOption
-from conveyor.model.service import DEFAULT_PROVIDER
+from conveyor.model.kinds import DEFAULT_PROVIDER
 
 TRACE_HELP = """Where an object came from and what it started: the jobs that wrote it, back to the
 file a user put, and the jobs it triggered with what they wrote, down the chain. Every version

@@ -1,4 +1,7 @@
-"""Secrets the embedded platform makes for itself on first start and keeps in its data dir."""
+"""Who may call the platform: the admin account and the stores' webhook token.
+
+The embedded platform makes these secrets on first start and keeps them in its data dir.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import json
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -32,6 +36,33 @@ class Credentials(BaseModel):
         if credentials.model_dump() != stored:
             _write_private(path, credentials.model_dump_json(indent=2))
         return credentials
+
+    def is_admin(self, user: str, password: str) -> bool:
+        """In constant time, so a wrong guess tells nothing about how close it came."""
+        return _same(user, self.admin_user) & _same(password, self.admin_password)
+
+    def is_webhook_token(self, token: str) -> bool:
+        return _same(token, self.webhook_token)
+
+
+class StoreAccess(BaseModel):
+    """The platform's own store as clients reach it: OSCAR's `minio_provider`, all five keys (its
+    clients need every one)."""
+
+    endpoint: str
+    verify: bool = False
+    access_key: str
+    secret_key: str
+    region: str
+
+    def without_keys(self) -> dict[str, Any]:
+        """As a service's description shows it: where the store is, not how to get in."""
+        return self.model_dump() | {"access_key": "hidden", "secret_key": "hidden"}
+
+
+def _same(given: str, expected: str) -> bool:
+    """compare_digest on bytes: on str it refuses anything but ASCII."""
+    return secrets.compare_digest(given.encode(), expected.encode())
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from conveyor.model.service import Service, service_problems
-from conveyor.platform.loops import MAX_LOOPS, cycle_problems, elementary_cycles
+from conveyor.control.cycles import MAX_LOOPS, cycle_problems, elementary_cycles
+from conveyor.control.validation import definition_problems
+from conveyor.model.service import Service
 
 
 def svc(name: str, inputs: list[Any], outputs: list[Any], **fields: Any) -> Service:
@@ -60,11 +61,11 @@ def test_an_input_under_the_own_output_is_a_loop_of_one() -> None:
     ]
 
 
-def test_an_output_under_the_own_input_is_left_to_service_problems() -> None:
+def test_an_output_under_the_own_input_is_left_to_the_definition_rules() -> None:
     service = svc("self", ["own/x"], ["own/x/out"])
 
     assert cycle_problems([service]) == []
-    assert [p.field for p in service_problems(service)] == ["output[0].path"]
+    assert [p.field for p in definition_problems(service)] == ["output[0].path"]
 
 
 def test_paths_that_share_only_a_name_prefix_do_not_overlap() -> None:

@@ -15,7 +15,8 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from conveyor.errors import Problem
-from conveyor.model.service import DEFAULT_PROVIDER, Service, StorageIO
+from conveyor.model.kinds import DEFAULT_PROVIDER
+from conveyor.model.service import Service, StorageIO
 
 MAX_LOOPS = 20
 """Loops reported at most: a bucket shared by many services makes exponentially many, and the
@@ -50,7 +51,8 @@ def cycle_problems(services: list[Service], *, changed: Collection[str] | None =
     them would close, not old loops it leaves as they were. The field is the loop's first
     service (one of `changed` when given).
     """
-    wanted = [s.name for s in services] if changed is None else [s.name for s in services if s.name in changed]
+    # A name defined twice is a problem of its own (validation.duplicate_names); here it is one node.
+    wanted = list(dict.fromkeys(s.name for s in services if changed is None or s.name in changed))
     order = list(dict.fromkeys([*wanted, *(s.name for s in services)]))
     links = find_links(services)
     problems: list[Problem] = []
@@ -66,7 +68,7 @@ def find_links(services: list[Service]) -> dict[tuple[str, str], Link]:
 
     A service's link to itself counts only when an input lies strictly under one of its
     outputs: an output under its own input is already a problem of the service alone
-    (`service_problems`), and it would be reported twice.
+    (`validation.outputs_outside_own_inputs`), and it would be reported twice.
     """
     links: dict[tuple[str, str], Link] = {}
     for source in services:
@@ -81,7 +83,7 @@ def _first_link(source: Service, target: Service) -> Link | None:
     for output in source.output:
         for input_ in target.input:
             if source.name == target.name and output.is_within(input_):
-                continue  # service_problems reports it
+                continue  # outputs_outside_own_inputs reports it
             if output.is_within(input_) or input_.is_within(output):
                 return Link(source.name, target.name, output, input_)
     return None

@@ -1,0 +1,79 @@
+"""The status board: what the platform is, what it can run and how busy it is, from figures that
+cost the same whatever the ledger and the store hold (counts by state, the store's own counters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from conveyor.backends.base import Resources
+from conveyor.backends.registry import Backends
+from conveyor.control.credentials import StoreAccess
+from conveyor.ledger.store import Ledger
+from conveyor.model.job import JobState
+
+
+@dataclass(frozen=True)
+class StoreFigures:
+    buckets: int
+    objects: int
+    """From the store's counters (see EmbeddedSeaweed.object_count), not from a listing."""
+
+
+@dataclass(frozen=True)
+class PlatformFigures:
+    resources: Resources | None
+    """Of the local backend, the one whose machine this is."""
+    jobs: dict[JobState, int]
+    """Jobs of every service, by state."""
+    store: StoreFigures
+
+
+class StatusBoard:
+    def __init__(
+        self,
+        *,
+        backends: Backends,
+        ledger: Ledger,
+        store: StoreAccess,
+        store_figures: Callable[[], StoreFigures],
+        api_url: str,
+        started_at: datetime,
+        running_jobs: Callable[[], int],
+        warnings: list[str],
+    ) -> None:
+        self._backends = backends
+        self._ledger = ledger
+        self.store = store
+        """The platform's own store as clients reach it (OSCAR's `minio_provider`)."""
+        self._store_figures = store_figures
+        self.api_url = api_url
+        self.started_at = started_at
+        self._running_jobs = running_jobs
+        self.warnings = warnings
+
+    def figures(self) -> PlatformFigures:
+        local = self._backends.get("local")
+        jobs: dict[JobState, int] = {}
+        for states in self._ledger.count_jobs().values():
+            for state, number in states.items():
+                jobs[state] = jobs.get(state, 0) + number
+        return PlatformFigures(
+            resources=local.resources() if local is not None else None, jobs=jobs, store=self._store_figures()
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """Conveyor's own status: where it answers, how jobs run, what runs now, jobs by service and state."""
+        counts = self._ledger.count_jobs()
+        return {
+            "api_url": self.api_url,
+            "s3_endpoint": self.store.endpoint,
+            "backend": self._backends[self._backends.default].describe(),
+            "backends": {kind: backend.describe() for kind, backend in self._backends.items()},
+            "jobs_running": self._running_jobs(),
+            "warnings": self.warnings,
+            "jobs": {service: {state.value: n for state, n in states.items()} for service, states in counts.items()},
+        }
