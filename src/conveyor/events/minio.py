@@ -25,18 +25,16 @@ from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
 
+from conveyor.clouds.aws import error_code, error_message, mapped_errors
 from conveyor.errors import StorageError
 from conveyor.events.base import EventSource
 from conveyor.events.sqs import (
-    error_code,
-    error_message,
     notification_id,
     provider_settings,
     put_queue_configuration,
     queue_configuration,
     remove_configuration,
     s3_client,
-    store_errors,
 )
 from conveyor.model.service import Service, StorageIO
 from conveyor.storage.s3 import S3Credentials
@@ -59,7 +57,7 @@ class MinioSource(EventSource):
         arn = f"arn:minio:sqs:{region}:{webhook_target(service, io)}:webhook"
         entry = queue_configuration(notification_id(service, io), arn, io)
         try:
-            with store_errors(f"{io.storage_provider}:{io.path}"):
+            with mapped_errors(f"{io.storage_provider}:{io.path}"):
                 put_queue_configuration(s3_client(self.context, service, io), io.bucket, entry)
         except StorageError as error:
             cause = error.__cause__
@@ -68,7 +66,7 @@ class MinioSource(EventSource):
             raise
 
     def unwire(self, service: Service, io: StorageIO) -> None:
-        with store_errors(f"{io.storage_provider}:{io.path}"):
+        with mapped_errors(f"{io.storage_provider}:{io.path}"):
             remove_configuration(s3_client(self.context, service, io), io.bucket, notification_id(service, io))
 
     def _refusal(self, service: Service, io: StorageIO, answer: str) -> str:

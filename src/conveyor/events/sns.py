@@ -31,15 +31,14 @@ from contextlib import contextmanager
 from typing import Any, Self
 from urllib.parse import quote, urlsplit
 
-import boto3
 import httpx
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.client import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 
-from conveyor.errors import StorageAuthError, StorageError, StorageUnavailable
+from conveyor.clouds.aws import boto_client, error_code, mapped_errors
+from conveyor.errors import StorageError, StorageUnavailable
 from conveyor.events.base import EventSource
 from conveyor.model.service import Service, StorageIO
 from conveyor.storage.s3 import S3Credentials
@@ -124,19 +123,15 @@ class _Store:
 
     def _client(self, service_name: str) -> Any:
         creds = self.creds
-        return boto3.session.Session().client(
+        return boto_client(
             service_name,
-            endpoint_url=creds.endpoint,
-            aws_access_key_id=creds.access_key,
-            aws_secret_access_key=creds.secret_key,
-            region_name=creds.region,
+            endpoint=creds.endpoint,
+            access_key=creds.access_key,
+            secret_key=creds.secret_key,
+            region=creds.region,
             verify=creds.verify,
-            config=Config(
-                connect_timeout=5,
-                read_timeout=30,
-                retries={"max_attempts": 3, "mode": "standard"},
-                s3={"addressing_style": "path"},
-            ),
+            read_timeout=30,
+            path_style=True,
         )
 
     # ---- the topic ----------------------------------------------------------------------
@@ -251,7 +246,7 @@ class _Store:
         try:
             current = self._current()
         except ClientError as error:
-            if _code(error) == "NoSuchBucket":  # gone with its configurations
+            if error_code(error) == "NoSuchBucket":  # gone with its configurations
                 return
             raise
         if self.name not in _ids(current):
@@ -278,22 +273,13 @@ class _Store:
 
     @contextmanager
     def errors(self, doing: str) -> Iterator[None]:
-        """The store's refusals as StorageError naming the provider, the path and the store's reason."""
-        where = f"{self.io.storage_provider}:{self.io.path}"
-        try:
-            yield
-        except ClientError as error:
-            details = error.response.get("Error", {})
-            reason = " ".join(str(part) for part in (_code(error), details.get("Message")) if part)
-            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            text = f"{where}: {doing}: {reason or error}"
-            if status == 403 or _code(error) in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-                raise StorageAuthError(text) from error
-            if status >= 500:
-                raise StorageUnavailable(text) from error
-            raise StorageError(text) from error
-        except (BotoCoreError, httpx.HTTPError) as error:
-            raise StorageUnavailable(f"{where}: {doing}: {error}") from error
+        """The store's refusals as StorageError naming the provider, the path, what failed and the store's reason."""
+        where = f"{self.io.storage_provider}:{self.io.path}: {doing}"
+        with mapped_errors(where):
+            try:
+                yield
+            except httpx.HTTPError as error:  # RGW's DELETE of a notification, the one call made without boto3
+                raise StorageUnavailable(f"{where}: {error}") from error
 
 
 def _rgw_sns_error(response_dict: dict[str, Any], **_: Any) -> None:
@@ -307,10 +293,6 @@ def _rgw_sns_error(response_dict: dict[str, Any], **_: Any) -> None:
 
 def _ids(configuration: dict[str, Any]) -> set[str]:
     return {str(c.get("Id")) for kind in _CONFIG_KINDS for c in configuration.get(kind, [])}
-
-
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 def _error_response(answer: httpx.Response) -> dict[str, Any]:

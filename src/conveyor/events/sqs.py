@@ -29,17 +29,14 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
-from botocore.client import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from conveyor.errors import StorageAuthError, StorageError, StorageUnavailable
+from conveyor.clouds.aws import boto_client, error_code, mapped_errors
+from conveyor.errors import StorageError
 from conveyor.events.base import EventSource, SourceContext
 from conveyor.events.s3_records import parse_s3_records, sns_envelope
 from conveyor.model.event import ObjectEvent
@@ -62,12 +59,11 @@ BACKOFF_MAX_S = 30.0
 CREATED_EVENTS = ["s3:ObjectCreated:*"]
 
 _MISSING_QUEUE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
-_AUTH = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidClientTokenId", "ExpiredToken"}
 _NOTIFICATION_LOCK = threading.Lock()
 """A bucket's notification configuration is read, changed and written whole: one edit at a time here."""
 
 
-# ---- names, settings and errors, shared with the MinIO source -----------------------------------
+# ---- names and settings, shared with the MinIO source -------------------------------------------
 
 
 def notification_id(service: Service, io: StorageIO) -> str:
@@ -91,33 +87,6 @@ def s3_client(context: SourceContext, service: Service, io: StorageIO) -> Any:
     if not isinstance(provider, S3Provider):
         raise StorageError(f"{io.storage_provider} is not an S3 store: bucket notifications cannot be set on it")
     return provider.client
-
-
-def error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
-def error_message(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Message", ""))
-
-
-@contextmanager
-def store_errors(where: str) -> Iterator[None]:
-    """botocore's exceptions as the StorageError family, naming the input."""
-    try:
-        yield
-    except ClientError as error:
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        text = f"{where}: {error_code(error)} {error_message(error)}".strip()
-        if error_code(error) in _AUTH or status == 403:
-            raise StorageAuthError(text) from error
-        if status >= 500:
-            raise StorageUnavailable(text) from error
-        raise StorageError(text) from error
-    except BotoConnectionError as error:
-        raise StorageUnavailable(f"{where}: the store cannot be reached ({error})") from error
-    except BotoCoreError as error:
-        raise StorageError(f"{where}: {error}") from error
 
 
 # ---- a bucket's QueueConfigurations -------------------------------------------------------------
@@ -221,7 +190,6 @@ class SqsSource(EventSource):
         super().__init__(context)
         self._queues: dict[str, _Queue] = {}
         self._clients: dict[str, Any] = {}
-        self._session = boto3.session.Session()
         self._lock = threading.Lock()
         self._running = False
 
@@ -232,7 +200,7 @@ class SqsSource(EventSource):
     def wire(self, service: Service, io: StorageIO) -> None:
         name = notification_id(service, io)
         sqs = self._sqs_client(service, io)
-        with store_errors(f"{io.storage_provider}:{io.path} (SQS queue {name})"):
+        with mapped_errors(f"{io.storage_provider}:{io.path} (SQS queue {name})"):
             url, arn = _ensure_queue(sqs, name, io.bucket, _visibility_timeout(service, io))
             entry = queue_configuration(name, arn, io)
             put_queue_configuration(s3_client(self.context, service, io), io.bucket, entry)
@@ -242,7 +210,7 @@ class SqsSource(EventSource):
         """The bucket stops sending first, then the queue and what is still in it go."""
         name = notification_id(service, io)
         self._forget(name)
-        with store_errors(f"{io.storage_provider}:{io.path} (SQS queue {name})"):
+        with mapped_errors(f"{io.storage_provider}:{io.path} (SQS queue {name})"):
             remove_configuration(s3_client(self.context, service, io), io.bucket, name)
             _delete_queue(self._sqs_client(service, io), name)
 
@@ -301,19 +269,15 @@ class SqsSource(EventSource):
         with self._lock:
             client = self._clients.get(key)
             if client is None:
-                client = self._session.client(
+                client = boto_client(
                     "sqs",
-                    endpoint_url=credentials.endpoint,
-                    aws_access_key_id=credentials.access_key,
-                    aws_secret_access_key=credentials.secret_key,
-                    region_name=credentials.region,
+                    endpoint=credentials.endpoint,
+                    access_key=credentials.access_key,
+                    secret_key=credentials.secret_key,
+                    region=credentials.region,
                     verify=credentials.verify,
-                    config=Config(
-                        connect_timeout=5,
-                        read_timeout=WAIT_S + 10,  # a long poll is a 20 s read
-                        max_pool_connections=100,  # each polling thread holds a connection
-                        retries={"max_attempts": 3, "mode": "standard"},
-                    ),
+                    read_timeout=WAIT_S + 10,  # a long poll is a 20 s read
+                    max_pool_connections=100,  # each polling thread holds a connection
                 )
                 self._clients[key] = client
             return client

@@ -31,11 +31,7 @@ answers these calls the way the specification describes.
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections.abc import Iterator
-from contextlib import nullcontext
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -44,10 +40,16 @@ from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
 
 from conveyor.errors import ObjectNotFound, StorageError
 from conveyor.model.event import ObjectInfo, ObjectRef
-from conveyor.storage.base import StorageProvider
-from conveyor.storage.webdav import Body, KnownFolders, check_status, mapped_http_errors, path_segments
+from conveyor.storage.http_folders import (
+    TIMEOUT,
+    Body,
+    FolderEntry,
+    HttpFolderStore,
+    check_status,
+    mapped_http_errors,
+    names_folder,
+)
 
-CHUNK = 1024 * 1024
 PAGE = 1000
 """Children asked for per CDMI GET of a folder."""
 CDMI_VERSION = "1.1.1"
@@ -89,53 +91,27 @@ class OnedataSettings(BaseModel):
         return f"{self.oneprovider_host}/cdmi/{quote(self.space, safe='')}"
 
 
-class OnedataProvider(StorageProvider):
+class OnedataProvider(HttpFolderStore):
     kind = "onedata"
 
     def __init__(self, settings: OnedataSettings) -> None:
+        super().__init__(settings.space_url)
         self.settings = settings
-        self._client: httpx.Client | None = None
-        self._lock = threading.Lock()
-        self._containers = KnownFolders()
-        """So uploads do not re-create every parent every time."""
 
-    @property
-    def client(self) -> httpx.Client:
-        """Built on first use: constructing a provider does no I/O."""
-        with self._lock:
-            if self._client is None:
-                self._client = httpx.Client(
-                    headers={"X-Auth-Token": self.settings.token.get_secret_value()},
-                    verify=self.settings.verify,
-                    timeout=httpx.Timeout(60.0, connect=5.0),
-                    follow_redirects=True,
-                )
-            return self._client
+    def _new_client(self) -> httpx.Client:
+        return httpx.Client(
+            headers={"X-Auth-Token": self.settings.token.get_secret_value()},
+            verify=self.settings.verify,
+            timeout=TIMEOUT,
+            follow_redirects=True,
+        )
 
     # -- the StorageProvider interface ------------------------------------------------------------
 
-    def download(self, ref: ObjectRef, dest: Path) -> Path:
-        url = self.url_for(ref.bucket, ref.key)
-        with mapped_http_errors("GET", url), self.client.stream("GET", url) as response:
-            check_status(response, {200}, "GET", url)
-            with dest.open("wb") as out:
-                for chunk in response.iter_bytes(CHUNK):
-                    out.write(chunk)
-        return dest
-
-    def upload(self, path: Path, ref: ObjectRef, metadata: dict[str, str] | None = None) -> ObjectInfo:
-        return self._store(ref, lambda: path.open("rb"))
-
-    def put_bytes(self, ref: ObjectRef, data: bytes) -> ObjectInfo:
-        if ref.key.endswith("/") or not ref.key:
-            self.ensure_folder(ref.bucket, ref.key)
-            return ObjectInfo(ref=ref, size=0)
-        return self._store(ref, lambda: nullcontext(data))
-
     def stat(self, ref: ObjectRef) -> ObjectInfo | None:
         """A file's size, etag and time; a key ending in `/` asks about a folder."""
-        is_folder = ref.key.endswith("/") or not ref.key
-        url = self.url_for(ref.bucket, ref.key, container=is_folder)
+        is_folder = names_folder(ref.key)
+        url = self.url_for(ref.bucket, ref.key, collection=is_folder)
         try:
             answer = self._cdmi_get(url, "objectID;objectType;metadata", container=is_folder)
         except ObjectNotFound:
@@ -144,40 +120,23 @@ class OnedataProvider(StorageProvider):
             return None
         return _info(ref, answer)
 
-    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Files under `prefix` in key order, one folder at a time."""
-        start = prefix.rpartition("/")[0]
-        folder = f"{start}/" if start else ""
-        try:
-            children = self._children(bucket, folder)
-        except ObjectNotFound:
-            if start and self.stat(ObjectRef(bucket=bucket, key="")) is not None:
-                return  # the bucket is there, the folder is not: nothing under the prefix, as in S3
-            raise
-        yield from self._walk(bucket, folder, children, prefix)
-
     def delete(self, ref: ObjectRef) -> None:
         """Remove a file; a folder key (`a/b/`) is removed only when empty."""
         if ref.key.endswith("/"):
             try:
-                if self._children(ref.bucket, ref.key):
+                if self._list_folder(ref.bucket, ref.key):
                     return
             except ObjectNotFound:
                 return
-        self._delete(self.url_for(ref.bucket, ref.key, container=ref.key.endswith("/")), missing_ok=True)
+        self._delete(self.url_for(ref.bucket, ref.key, collection=ref.key.endswith("/")), missing_ok=True)
 
     def ensure_bucket(self, bucket: str) -> bool:
         if self.stat(ObjectRef(bucket=bucket, key="")) is not None:
             return False
-        self._make_container(self.url_for(bucket, "", container=True))
+        url = self.url_for(bucket, "", collection=True)
+        self._make_folder(url)
+        self._known_folders.add(url)
         return True
-
-    def ensure_folder(self, bucket: str, folder: str) -> None:
-        parts = [p for p in folder.split("/") if p]
-        for depth in range(len(parts) + 1):
-            url = self.url_for(bucket, "/".join(parts[:depth]), container=True)
-            if url not in self._containers:
-                self._make_container(url)
 
     def list_buckets(self) -> list[str]:
         children = self._all_children(f"{self.settings.space_url}/")
@@ -185,35 +144,18 @@ class OnedataProvider(StorageProvider):
 
     def delete_bucket(self, bucket: str) -> None:
         """A CDMI DELETE of a container removes it and everything in it."""
-        url = self.url_for(bucket, "", container=True)
-        self._containers.forget_under(url)
+        url = self.url_for(bucket, "", collection=True)
+        self._forget_folders(bucket)
         self._delete(url, missing_ok=False)
 
-    def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-            self._client = None
+    # -- requests ---------------------------------------------------------------------------------
 
-    # -- URLs and requests ------------------------------------------------------------------------
+    def _store(self, ref: ObjectRef, open_body: Body, size: int) -> ObjectInfo:
+        """A plain PUT of the bytes, then what the store recorded (a CDMI PUT answers no etag).
 
-    def url_for(self, bucket: str, key: str, *, container: bool = False) -> str:
-        """`<host>/cdmi/<space>/<bucket>/<key>`, every segment percent-encoded; folders end in `/`."""
-        path = "/".join(quote(s, safe="") for s in path_segments(bucket, key))
-        return f"{self.settings.space_url}/{path}{'/' if container else ''}"
-
-    def _store(self, ref: ObjectRef, open_body: Body) -> ObjectInfo:
-        """A plain PUT of the bytes under freshly ensured parents, then what the store recorded.
-
-        A 404 or 409 means a parent vanished since we last saw it: forget, recreate, try once more."""
+        A 404 or 409 means a parent vanished since we last saw it: it is recreated and the PUT retried."""
         url = self.url_for(ref.bucket, ref.key)
-        parent = ref.key.rpartition("/")[0]
-        self.ensure_folder(ref.bucket, parent)
-        response = self._put_file(url, open_body)
-        if response.status_code in (404, 409):
-            self._containers.forget_under(self.url_for(ref.bucket, "", container=True))
-            self.ensure_folder(ref.bucket, parent)
-            response = self._put_file(url, open_body)
+        response = self._put_under_parents(ref, lambda: self._put_file(url, open_body), parent_gone={404, 409})
         check_status(response, {201, 202, 204}, "PUT", url)
         info = self.stat(ref)
         if info is None:
@@ -224,25 +166,20 @@ class OnedataProvider(StorageProvider):
         with open_body() as body, mapped_http_errors("PUT", url):
             return self.client.put(url, content=body, headers={"Content-Type": "application/octet-stream"})
 
-    def _make_container(self, url: str) -> None:
+    def _make_folder(self, url: str) -> None:
         headers = {
             "X-CDMI-Specification-Version": CDMI_VERSION,
             "Content-Type": _CDMI_CONTAINER,
             "Accept": _CDMI_CONTAINER,
         }
-        with mapped_http_errors("PUT", url):
-            response = self.client.put(url, headers=headers)
-        check_status(response, {200, 201, 202, 204}, "PUT", url)
-        self._containers.add(url)
+        self._request("PUT", url, {200, 201, 202, 204}, headers=headers)
 
     def _cdmi_get(self, url: str, fields: str, *, container: bool) -> dict[str, Any]:
         """A CDMI GET of the named fields only (never the value), as JSON."""
         kind = _CDMI_CONTAINER if container else _CDMI_OBJECT
         headers = {"X-CDMI-Specification-Version": CDMI_VERSION, "Accept": kind}
         target = f"{url}?{fields}"
-        with mapped_http_errors("GET", target):
-            response = self.client.get(target, headers=headers)
-        check_status(response, {200}, "GET", target)
+        response = self._request("GET", target, {200}, headers=headers)
         try:
             answer = response.json()
         except ValueError as exc:
@@ -253,9 +190,7 @@ class OnedataProvider(StorageProvider):
 
     def _delete(self, url: str, *, missing_ok: bool) -> None:
         headers = {"X-CDMI-Specification-Version": CDMI_VERSION} if url.endswith("/") else {}
-        with mapped_http_errors("DELETE", url):
-            response = self.client.delete(url, headers=headers)
-        check_status(response, {200, 202, 204, 404} if missing_ok else {200, 202, 204}, "DELETE", url)
+        self._request("DELETE", url, {200, 202, 204, 404} if missing_ok else {200, 202, 204}, headers=headers)
 
     # -- listing ------------------------------------------------------------------------------------
 
@@ -270,26 +205,11 @@ class OnedataProvider(StorageProvider):
             if len(page) < PAGE:
                 return names
 
-    def _children(self, bucket: str, folder: str) -> list[str]:
-        """Member names sorted as strings: folders end in `/`, which is key order (see _walk)."""
-        return sorted(self._all_children(self.url_for(bucket, folder, container=True)))
-
-    def _walk(self, bucket: str, folder: str, children: list[str], prefix: str) -> Iterator[ObjectInfo]:
-        """Depth first over sorted names: every key under `a/` sorts between `a/` and the next
-        sibling, so the keys come out in global key order."""
-        for name in children:
-            key = f"{folder}{name}"
-            if not name.endswith("/"):
-                if key.startswith(prefix) and (info := self.stat(ObjectRef(bucket=bucket, key=key))) is not None:
-                    yield info
-                continue
-            if not (key.startswith(prefix) or prefix.startswith(key)):
-                continue
-            try:
-                grandchildren = self._children(bucket, key)
-            except ObjectNotFound:
-                continue  # removed while we walked
-            yield from self._walk(bucket, key, grandchildren, prefix)
+    def _list_folder(self, bucket: str, folder: str) -> list[FolderEntry]:
+        """A container's members, sub-folders ending in `/`; CDMI lists no file details, so `list`
+        stats each file it yields."""
+        names = self._all_children(self.url_for(bucket, folder, collection=True))
+        return [FolderEntry(name=name.removesuffix("/"), is_folder=name.endswith("/")) for name in names]
 
 
 def _info(ref: ObjectRef, answer: dict[str, Any]) -> ObjectInfo:

@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-import boto3
-import botocore.session
-from botocore.client import Config
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, EndpointConnectionError
-from dateutil import parser as dateutil_parser
 from pydantic import BaseModel, ConfigDict
 
-from conveyor.errors import ObjectNotFound, StorageAuthError, StorageError, StorageUnavailable
+from conveyor.clouds.aws import boto_client, mapped_errors
+from conveyor.errors import ObjectNotFound, StorageError
 from conveyor.model.event import ObjectInfo, ObjectRef
 from conveyor.storage.base import StorageProvider
 
 SINGLE_PUT_LIMIT = 16 * 2**20
 """Above this size uploads go multipart (boto3's transfer manager); below, one PUT returns the etag."""
-
-_NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
-_AUTH = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "InvalidToken", "ExpiredToken"}
 
 
 class S3Credentials(BaseModel):
@@ -61,21 +53,17 @@ class S3Provider(StorageProvider):
 
     def _new_client(self, endpoint: str | None) -> Any:
         creds = self.credentials
-        return _fast_session().client(
+        return boto_client(
             "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id=creds.access_key,
-            aws_secret_access_key=creds.secret_key,
-            region_name=creds.region,
+            endpoint=endpoint,
+            access_key=creds.access_key,
+            secret_key=creds.secret_key,
+            region=creds.region,
             verify=creds.verify,
-            config=Config(
-                max_pool_connections=self._max_connections,
-                connect_timeout=5,
-                read_timeout=60,
-                retries={"max_attempts": 3, "mode": "standard"},
-                s3={"addressing_style": "path"},
-                signature_version="s3v4",
-            ),
+            read_timeout=60,
+            max_pool_connections=self._max_connections,
+            path_style=True,
+            signature_version="s3v4",
         )
 
     def download(self, ref: ObjectRef, dest: Path) -> Path:
@@ -192,41 +180,6 @@ class S3Provider(StorageProvider):
         self._client = self._presigner = None
 
 
-def _fast_session() -> boto3.session.Session:
-    """A session whose XML responses parse timestamps with datetime.fromisoformat: botocore's
-    default (dateutil) is most of the time spent listing 1,000-object pages."""
-    core = botocore.session.get_session()
-    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_parse_timestamp)
-    return boto3.session.Session(botocore_session=core)
-
-
-def _parse_timestamp(value: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return dateutil_parser.parse(value)  # RFC 1123 dates in HTTP headers (HEAD's LastModified)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-@contextmanager
-def _mapped_errors(ref: ObjectRef) -> Iterator[None]:
-    """Turn botocore's exceptions into the StorageError family, naming the object."""
-    where = f"{ref.bucket}/{ref.key}"
-    try:
-        yield
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        text = f"{where}: {code} {error.get('Message', '')}".strip()
-        if code in _NOT_FOUND or status == 404:
-            raise ObjectNotFound(text) from exc
-        if code in _AUTH or status == 403:
-            raise StorageAuthError(text) from exc
-        if status >= 500:
-            raise StorageUnavailable(text) from exc
-        raise StorageError(text) from exc
-    except (EndpointConnectionError, ConnectionError) as exc:
-        raise StorageUnavailable(f"{where}: the store cannot be reached ({exc})") from exc
-    except BotoCoreError as exc:
-        raise StorageError(f"{where}: {exc}") from exc
+def _mapped_errors(ref: ObjectRef) -> AbstractContextManager[None]:
+    """botocore's exceptions as the StorageError family, naming the object."""
+    return mapped_errors(f"{ref.bucket}/{ref.key}")
