@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 
-from conveyor.api.app import create_app
 from conveyor.model.service import Service
 from conveyor.platform.platform import Platform
 from tests.conftest import PlatformFactory
@@ -338,7 +337,7 @@ def test_only_health_and_the_api_documents_are_open(make_platform: PlatformFacto
 
     # Every route the application has, documented or not, asked without credentials.
     open_routes = []
-    for route in create_app(platform).routes:
+    for route in platform.api.app.routes:
         path = getattr(route, "path", "")
         if path == "/health" or path in API_DOCUMENTS:
             continue

@@ -40,6 +40,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from conveyor.clouds.aws import boto_client, error_code, mapped_errors
 from conveyor.errors import StorageError, StorageUnavailable
 from conveyor.events.base import EventSource
+from conveyor.model.kinds import INPUT_KINDS
 from conveyor.model.service import Service, StorageIO
 from conveyor.storage.s3 import S3Credentials
 
@@ -91,12 +92,11 @@ class SnsSource(EventSource):
 
 
 def _credentials(service: Service, io: StorageIO) -> S3Credentials:
-    kind, _, ident = io.storage_provider.partition(".")
-    settings = service.storage_providers.get(kind, {}).get(ident)
+    settings = service.provider_settings(io.storage_provider)
     if settings is None:
         raise StorageError(f"storage provider {io.storage_provider!r} is not in the service's storage_providers")
-    if kind not in ("s3", "minio"):
-        raise StorageError(f"{io.storage_provider}: events: sns needs an S3 store, not {kind!r}")
+    if io.kind not in INPUT_KINDS:
+        raise StorageError(f"{io.storage_provider}: events: sns needs an S3 store, not {io.kind!r}")
     return S3Credentials.model_validate(settings)
 
 

@@ -77,8 +77,7 @@ def notification_id(service: Service, io: StorageIO) -> str:
 
 
 def provider_settings(service: Service, io: StorageIO) -> dict[str, Any]:
-    kind, _, ident = io.storage_provider.partition(".")
-    return service.storage_providers.get(kind, {}).get(ident, {})
+    return service.provider_settings(io.storage_provider) or {}
 
 
 def s3_client(context: SourceContext, service: Service, io: StorageIO) -> Any:

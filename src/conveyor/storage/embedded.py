@@ -116,8 +116,8 @@ class EmbeddedSeaweed:
     def object_count(self) -> int:
         """Objects in the buckets, from the volume server's own counters: one request, whatever the
         store holds (a listing would read every object). An estimate, as MinIO's scanner figures are:
-        an object larger than a chunk (4 MiB) counts once per chunk, and a deletion counts once the
-        store has removed the object's chunks."""
+        the counters count chunks, so an object larger than a chunk (4 MiB) counts once per chunk and
+        an empty one (a folder marker) not at all, and a deletion shows once its chunks are freed."""
         volume = f"http://{self.host}:{self.ports['volume.port']}/status"
         try:
             volumes = httpx.get(volume, timeout=10).json().get("Volumes") or []

@@ -1,6 +1,7 @@
 """Storage providers by FDL name (`minio.default`, `s3.mine`, `webdav.dcache`), built once and reused.
 
-`minio.default` is always the platform's own store. Other names come from a service's
+The registry of `model.kinds.PROVIDER_KINDS`: every kind there has its class and its settings model
+here. `minio.default` is always the platform's own store. Other names come from a service's
 `storage_providers:` section: `<kind>.<id>` is built by the class `PROVIDERS[kind]` names, from
 `storage_providers[kind][id]` validated by the settings model `SETTINGS[kind]` names (kombu's
 `TRANSPORT_ALIASES`: modules are imported only when a kind is used). Providers with the same
@@ -19,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from conveyor.errors import StorageError, validation_reasons
-from conveyor.model.kinds import DEFAULT_PROVIDER
+from conveyor.model.kinds import DEFAULT_PROVIDER, ProviderId
 from conveyor.model.service import Service
 from conveyor.storage.base import StorageProvider
 
@@ -41,12 +42,6 @@ SETTINGS: dict[str, str] = {
 }
 """FDL kind → the pydantic model of its `storage_providers.<kind>.<id>` settings."""
 
-S3_KINDS = ("minio", "s3")
-INPUT_KINDS = S3_KINDS
-"""Kinds a service can be triggered from: only S3-compatible stores send bucket notifications."""
-OUTPUT_KINDS = tuple(PROVIDERS)
-"""Kinds a service can write its results to."""
-
 
 class ProviderRegistry:
     def __init__(self, default: StorageProvider) -> None:
@@ -57,11 +52,10 @@ class ProviderRegistry:
     def provider(self, name: str, service: Service | None = None) -> StorageProvider:
         if name == DEFAULT_PROVIDER:
             return self.default
-        kind, _, ident = name.partition(".")
-        settings = (service.storage_providers if service else {}).get(kind, {}).get(ident)
+        settings = service.provider_settings(name) if service else None
         if settings is None:
             raise StorageError(f"storage provider {name!r} is not defined in the service's storage_providers")
-        cache_key = json.dumps([kind, settings], sort_keys=True, default=str)
+        cache_key = json.dumps([ProviderId.parse(name).kind, settings], sort_keys=True, default=str)
         with self._lock:
             provider = self._built.get(cache_key)
             if provider is None:
@@ -82,7 +76,7 @@ class ProviderRegistry:
 
 def build_provider(name: str, settings: dict[str, Any]) -> StorageProvider:
     """The provider for `<kind>.<id>` from its FDL settings; no I/O happens here."""
-    kind = name.partition(".")[0]
+    kind = name.partition(".")[0]  # not ProviderId.parse: an unknown kind gets "did you mean" below
     model: type[BaseModel] = _load(SETTINGS, kind)
     try:
         validated = model.model_validate(settings)

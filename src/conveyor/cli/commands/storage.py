@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -20,7 +21,7 @@ from conveyor.cli.client import CliError
 from conveyor.cli.options import JsonOption
 from conveyor.errors import StorageError
 from conveyor.model.event import ObjectRef
-from conveyor.model.kinds import DEFAULT_PROVIDER
+from conveyor.model.kinds import DEFAULT_PROVIDER, ProviderId
 from conveyor.storage.base import StorageProvider
 from conveyor.storage.registry import build_provider
 
@@ -96,7 +97,7 @@ def _open_store(ctx: typer.Context, provider: str, fdl: Path | None) -> StorageP
 
 
 def _provider_settings(ctx: typer.Context, provider: str, fdl: Path | None) -> dict[str, Any]:
-    kind, _, ident = provider.partition(".")
+    kind, ident = astuple(ProviderId.parse(provider))
     found: dict[str, Any] | None = None
     if fdl is not None:
         document = yaml.safe_load(fdl.read_text()) or {}
