@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, Self
 
 from conveyor.backends.base import Backend
-from conveyor.backends.local.backend import LocalBackend, choose_runner
+from conveyor.backends.local.backend import LocalBackend
 from conveyor.dispatch.dispatcher import Dispatcher
 from conveyor.dispatch.retry import RetryPolicy
 from conveyor.errors import ConveyorError, FDLError, PlatformError, Problem, StorageError
@@ -37,6 +37,7 @@ from conveyor.platform.api_server import ApiServer
 from conveyor.platform.credentials import Credentials
 from conveyor.platform.deploy import ApplyReport, deploy_problems, prepare_storage, remove_buckets
 from conveyor.platform.loops import cycle_problems
+from conveyor.runners.choose import choose_runner
 from conveyor.settings import Settings
 from conveyor.storage.base import StorageProvider
 from conveyor.storage.embedded import EmbeddedSeaweed, WebhookTarget, find_weed
