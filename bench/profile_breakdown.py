@@ -29,7 +29,7 @@ STEPS = [
     ("webhook: parse and route the event", r"seaweedfs_event|accept_event|GroupedIntake|accept_many"),
     ("webhook: HTTP server, ASGI middleware, FastAPI", r"uvicorn|starlette|fastapi|anyio|h11"),
     ("job: stage-in (GET; the filer for the own store)", r"Supervisor\._stage_in"),
-    ("job: start and wait for the script (Popen, run.json, timer)", r"ProcessRunner\.run"),
+    ("job: start and wait for the script (Popen, run.json, timer)", r"HostCommandRunner\.run"),
     ("job: stage-out (boto3 PUT)", r"stage_out \("),
     ("job: log lines, work dir, outcome", r"Supervisor\.|LocalBackend\._run"),
     ("thread pools, locks", r"threading\.py|concurrent/futures"),

@@ -1,8 +1,8 @@
 """One job, start to end: stage-in → run the script → stage-out → outcome.
 
-The supervisor decides *what* runs; a `ScriptRunner` (a host process, a container...) decides
-*how*. Every failure ends as a JobOutcome with a message that says what to fix; nothing here
-raises to the caller.
+The supervisor decides *what* runs; a `ScriptRunner` (conveyor.runners: a host process, a
+container...) decides *how*. Every failure ends as a JobOutcome with a message that says what to
+fix; nothing here raises to the caller.
 """
 
 from __future__ import annotations
@@ -12,17 +12,13 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar, Literal, Protocol
-
-from pydantic import BaseModel
 
 from conveyor.errors import BackendError, ConveyorError, ObjectNotFound, StorageError, UnsafeKeyError
 from conveyor.model.event import iso_z, utcnow
 from conveyor.model.job import Failure, JobOutcome, JobSpec, JobState
-from conveyor.model.service import Service
+from conveyor.runners.base import RunRecord, ScriptInvocation, ScriptResult, ScriptRunner
 from conveyor.storage.registry import ProviderRegistry
 from conveyor.supervisor import contract
 from conveyor.supervisor.stage import (
@@ -35,73 +31,6 @@ from conveyor.supervisor.stage import (
 )
 
 _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50, "NOTSET": 0}
-
-
-@dataclass(frozen=True)
-class ScriptInvocation:
-    """What a runner needs to run a service's script once."""
-
-    job_id: str
-    service: Service
-    script_path: Path
-    env: dict[str, str]
-    work_dir: Path
-    """Holds input/, output/ and the script; containers mount it at the same path."""
-    timeout_s: float
-    log_path: Path
-    """The script's stdout and stderr are appended here."""
-
-
-@dataclass(frozen=True)
-class ScriptResult:
-    exit_code: int | None
-    timed_out: bool = False
-
-
-class RunRecord(BaseModel):
-    """What a runner started, written beside the job, so a platform restarted after a crash can
-    find the script still running (or its exit code) instead of running it a second time."""
-
-    kind: Literal["process", "container", "exec"]
-    started_at: float
-    """time.time() when the script started: the timeout counts from there."""
-    pid: int | None = None
-    container_id: str | None = None
-    exec_id: str | None = None
-    """A job run in a warm container: the exec that runs its script."""
-    exit_file: str | None = None
-    """Where a host process's wrapper writes the script's exit code."""
-
-    FILE: ClassVar[str] = "run.json"
-
-    def save(self, work_dir: Path) -> None:
-        temporary = work_dir / (self.FILE + ".tmp")
-        temporary.write_text(self.model_dump_json())
-        temporary.replace(work_dir / self.FILE)  # never a half-written record
-
-    @classmethod
-    def load(cls, work_dir: Path) -> RunRecord | None:
-        try:
-            return cls.model_validate_json((work_dir / cls.FILE).read_text())
-        except (OSError, ValueError):
-            return None
-
-
-class ScriptRunner(Protocol):
-    name: str
-
-    def run(self, invocation: ScriptInvocation) -> ScriptResult:
-        """Run the script to its end (or its timeout); raise BackendError when it cannot start.
-
-        Once the script runs, a RunRecord is saved in the work dir.
-        """
-        ...
-
-    def reattach(self, invocation: ScriptInvocation, record: RunRecord) -> ScriptResult:
-        """Wait for a script an earlier platform process started (the timeout counts from its start)."""
-        ...
-
-    def cancel(self, job_id: str) -> bool: ...
 
 
 class JobLog:

@@ -1,7 +1,8 @@
 """The local backend: jobs run on this machine, in containers or as host processes.
 
 Each job takes a thread that runs the supervisor; admission keeps the sum of running jobs'
-declared cpu and memory within what the machine (or the configuration) offers.
+declared cpu and memory within what the machine (or the configuration) offers. How each script
+runs is the runner's business: the one given to the constructor (conveyor.runners.choose picks it).
 """
 
 from __future__ import annotations
@@ -13,36 +14,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Self
 
 from conveyor.backends.base import Backend, BackendContext, Resources
-from conveyor.backends.local.docker import DockerRunner
-from conveyor.backends.local.process import ProcessRunner
-from conveyor.errors import BackendUnavailable, ConveyorError
+from conveyor.errors import ConveyorError
 from conveyor.model.job import JobHandle, JobOutcome, JobSpec, JobState, JobStatus
 from conveyor.model.service import Service, parse_memory
+from conveyor.runners.base import RunRecord, ScriptRunner, WarmRunner
+from conveyor.runners.choose import choose_runner
+from conveyor.runners.docker import DockerRunner
 from conveyor.settings import LocalBackendSettings
 from conveyor.storage.registry import ProviderRegistry
-from conveyor.supervisor.run import RunRecord, ScriptRunner, Supervisor
+from conveyor.supervisor.run import Supervisor
 
 
 def host_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def choose_runner(config: LocalBackendSettings, owner: str = "") -> tuple[ScriptRunner, str | None]:
-    """The runner the configuration asks for, and a warning when `auto` fell back to processes.
-
-    `owner` (the data directory) labels warm containers, so the next start finds those left behind.
-    """
-    if config.runtime == "process":
-        return ProcessRunner(), None
-    try:
-        runner = DockerRunner.discover(config.docker_host, network=config.network)
-        if config.warm:
-            runner.enable_warm(owner, max_jobs=config.warm_max_jobs, idle_s=config.warm_idle_s)
-        return runner, None
-    except BackendUnavailable as error:
-        if config.runtime == "container":
-            raise
-        return ProcessRunner(), f"{error}; running jobs as host processes instead"
 
 
 class Capacity:
@@ -160,9 +144,8 @@ class LocalBackend(Backend):
         return self._start(job, resume=True)
 
     def recovered(self) -> None:
-        sweep = getattr(self.runner, "sweep_warm", None)
-        if sweep is not None:
-            sweep(self._adopted_containers)
+        if isinstance(self.runner, WarmRunner):
+            self.runner.sweep_warm(self._adopted_containers)
 
     def _start(self, job: JobSpec, *, resume: bool) -> JobHandle:
         self.capacity.take(job.service)
@@ -211,9 +194,7 @@ class LocalBackend(Backend):
         for job_id in list(self._futures):
             self.runner.cancel(job_id)
         self._pool.shutdown(wait=True, cancel_futures=True)
-        close = getattr(self.runner, "close", None)
-        if close is not None:
-            close()
+        self.runner.close()
 
 
 def _outcome_of(future: Future[JobOutcome]) -> JobOutcome:

@@ -20,12 +20,12 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, Field
 
-from conveyor.backends.slurm.engines import node_runner
 from conveyor.model.job import JobOutcome, JobSpec
+from conveyor.runners.base import ScriptRunner
+from conveyor.runners.engine_cli import node_runner
 from conveyor.settings import SlurmRuntime
 from conveyor.storage.registry import ProviderRegistry
 from conveyor.storage.s3 import S3Credentials, S3Provider
@@ -101,7 +101,7 @@ def _on_this_node(spec: JobSpec, scratch: Path, job_dir: Path) -> JobSpec:
     return spec.model_copy(update={"work_dir": scratch / "work", "log_path": job_dir / LOG_FILE, "batch": batch})
 
 
-def _stop(runner: Any, job_id: str, scratch: Path) -> None:
+def _stop(runner: ScriptRunner, job_id: str, scratch: Path) -> None:
     runner.cancel(job_id)
     shutil.rmtree(scratch, ignore_errors=True)
     os._exit(128 + signal.SIGTERM)  # no outcome: the backend reads Slurm's verdict instead

@@ -4,6 +4,9 @@ The process runs in the job's private work directory with a small, explicit envi
 Conveyor's own, which may hold credentials), in its own session so that a timeout or a cancel
 kills everything it started. A thin `sh` wrapper writes the script's exit code to a file, so a
 platform restarted after a crash can still learn how a script it did not see end went.
+
+The engine-CLI runners (engine_cli.py) share all of this: they run an engine's command line where
+ProcessRunner runs `sh SCRIPT`.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ import subprocess
 import sys
 import threading
 import time
+from abc import abstractmethod
 from pathlib import Path
 
-from conveyor.backends.local.deadlines import DEADLINES
 from conveyor.errors import BackendError
 from conveyor.host_processes import command_line_mentions, is_alive, kill_group
-from conveyor.supervisor.run import RunRecord, ScriptInvocation, ScriptResult
+from conveyor.runners.base import RunRecord, ScriptInvocation, ScriptResult, ScriptRunner
+from conveyor.runners.deadlines import DEADLINES
 
 _PASSED_THROUGH = ("LANG", "LC_ALL", "TZ", "TERM")
 EXIT_FILE = "exit-code"
@@ -35,10 +39,13 @@ def host_environment(work_dir: Path, passed_through: tuple[str, ...] = ()) -> di
     return env
 
 
-class ProcessRunner:
-    """Runs `sh SCRIPT`; subclasses run it through another command (a container engine's CLI)."""
+class HostCommandRunner(ScriptRunner):
+    """Runs a command line as a host process in its own session, behind the exit-code wrapper.
 
-    name = "process"
+    Subclasses say which command runs the script (`command`) and what else stops with it (`stop`):
+    ProcessRunner runs `sh SCRIPT`, the engine-CLI runners a container engine's `run` or `exec`.
+    """
+
     passed_through: tuple[str, ...] = ()
     """More of Conveyor's environment variables the command needs (an engine's configuration)."""
 
@@ -46,12 +53,9 @@ class ProcessRunner:
         self._running: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def describe(self) -> str:
-        return "host processes (runtime: process; images are ignored)"
-
+    @abstractmethod
     def command(self, invocation: ScriptInvocation) -> list[str]:
         """The command that runs the script; its last word is the script's path."""
-        return ["/bin/sh", str(invocation.script_path)]
 
     def stop(self, job_id: str, pid: int) -> None:
         """Kill what runs the job's script: the process group, and whatever else a subclass started."""
@@ -124,3 +128,15 @@ class ProcessRunner:
     def _expire(self, job_id: str, pid: int, expired: threading.Event) -> None:
         expired.set()
         self.stop(job_id, pid)
+
+
+class ProcessRunner(HostCommandRunner):
+    """Runs `sh SCRIPT`: the script itself, with no image and no engine."""
+
+    name = "process"
+
+    def describe(self) -> str:
+        return "host processes (runtime: process; images are ignored)"
+
+    def command(self, invocation: ScriptInvocation) -> list[str]:
+        return ["/bin/sh", str(invocation.script_path)]

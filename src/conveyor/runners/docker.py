@@ -24,12 +24,12 @@ from docker.types import DeviceRequest
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
 
-from conveyor.backends.local.deadlines import DEADLINES
-from conveyor.backends.local.warm import IDLE_COMMAND, OWNER_LABEL, WarmContainer, WarmPool
 from conveyor.errors import BackendError, BackendUnavailable, ImageError
 from conveyor.host_processes import command_line_mentions, is_alive
 from conveyor.model.service import Service
-from conveyor.supervisor.run import RunRecord, ScriptInvocation, ScriptResult
+from conveyor.runners.base import RunRecord, ScriptInvocation, ScriptResult, ScriptRunner, WarmRunner
+from conveyor.runners.deadlines import DEADLINES
+from conveyor.runners.warm import IDLE_COMMAND, OWNER_LABEL, WarmContainer, WarmPool
 
 _REATTACH_POLL_S = 0.2
 HOST_PID_WAIT_S = 0.5
@@ -58,7 +58,7 @@ def candidate_engine_urls(configured: str | None) -> list[str]:
     return urls
 
 
-class DockerRunner:
+class DockerRunner(ScriptRunner, WarmRunner):
     name = "container"
 
     def __init__(self, base_url: str, *, network: str | None = None) -> None:

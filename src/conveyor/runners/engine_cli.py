@@ -1,8 +1,9 @@
-"""How a node runs a script in the service's image: through a container engine's command line.
+"""How a Slurm node runs a script in the service's image: through a container engine's command line.
 
 Slurm nodes seldom run a container daemon; podman, docker and apptainer/singularity all run a
 container from a command, so a job is one more process in the Slurm job (and its cgroup). The work
-directory is mounted at the same path, so the contract's paths hold inside.
+directory is mounted at the same path, so the contract's paths hold inside. The engine's command is
+a host process like ProcessRunner's script (process.py): same session, exit-code wrapper and reattach.
 """
 
 from __future__ import annotations
@@ -10,15 +11,15 @@ from __future__ import annotations
 import subprocess
 from dataclasses import replace
 
-from conveyor.backends.local.process import ProcessRunner
 from conveyor.host_processes import kill_group
+from conveyor.runners.base import ScriptInvocation, ScriptResult
+from conveyor.runners.process import HostCommandRunner, ProcessRunner
 from conveyor.settings import SlurmRuntime
-from conveyor.supervisor.run import ScriptInvocation, ScriptResult
 
 _ENGINE_ENVIRONMENT = ("CONTAINERS_CONF", "DOCKER_HOST", "DOCKER_CONFIG", "XDG_RUNTIME_DIR", "APPTAINER_CACHEDIR")
 
 
-class _EngineCli(ProcessRunner):
+class _EngineCli(HostCommandRunner):
     """A container engine's command line, with its global options and those of its run command."""
 
     passed_through = _ENGINE_ENVIRONMENT
@@ -113,7 +114,8 @@ def container_name(job_id: str) -> str:
     return f"conveyor-{job_id}"
 
 
-def node_runner(runtime: SlurmRuntime, engine_options: list[str], run_options: list[str]) -> ProcessRunner:
+def node_runner(runtime: SlurmRuntime, engine_options: list[str], run_options: list[str]) -> HostCommandRunner:
+    """The runner of a Slurm job's node: the script itself, or the service's image through `runtime`'s CLI."""
     if runtime == "process":
         return ProcessRunner()
     if runtime in ("apptainer", "singularity"):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.backends.local.process import ProcessRunner
 from conveyor.model.service import Service
-from conveyor.supervisor.run import ScriptInvocation
+from conveyor.runners.base import ScriptInvocation
+from conveyor.runners.process import ProcessRunner
 
 
 def invocation(

@@ -12,19 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.backends.local.process import ProcessRunner
 from conveyor.errors import BackendError
 from conveyor.model.service import Service
-from conveyor.supervisor.run import RunRecord, ScriptInvocation
+from conveyor.runners.base import RunRecord, ScriptInvocation
+from conveyor.runners.process import ProcessRunner
 
 # A stand-in for the platform: runs one script through ProcessRunner, then is killed with SIGKILL.
 DOOMED_PLATFORM = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from conveyor.backends.local.process import ProcessRunner
+    from conveyor.runners.process import ProcessRunner
     from conveyor.model.service import Service
-    from conveyor.supervisor.run import ScriptInvocation
+    from conveyor.runners.base import ScriptInvocation
     work = Path(sys.argv[1])
     script = work / "script.sh"
     ProcessRunner().run(ScriptInvocation(job_id="job-1", service=Service(name="svc", image="-", script="-"),

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.backends.local.docker import DockerRunner
 from conveyor.errors import BackendError
 from conveyor.model.service import Service
-from conveyor.supervisor.run import RunRecord, ScriptInvocation
+from conveyor.runners.base import RunRecord, ScriptInvocation
+from conveyor.runners.docker import DockerRunner
 from tests.support.engines import BUSYBOX_TAG, Engine
 
 pytestmark = pytest.mark.docker
@@ -27,9 +27,9 @@ DOOMED_PLATFORM = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from conveyor.backends.local.docker import DockerRunner
+    from conveyor.runners.docker import DockerRunner
     from conveyor.model.service import Service
-    from conveyor.supervisor.run import ScriptInvocation
+    from conveyor.runners.base import ScriptInvocation
     url, owner, work, image = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4]
     runner = DockerRunner(url, network="none")
     runner.enable_warm(owner, max_jobs=10, idle_s=60)

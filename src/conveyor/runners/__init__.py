@@ -1,0 +1,1 @@
+"""Script runners: how a job's script is wrapped and run, wherever the job was scheduled."""
