@@ -17,10 +17,11 @@ import pytest
 
 from conveyor.errors import ObjectNotFound, StorageAuthError, StorageError, StorageUnavailable, UnsafeKeyError
 from conveyor.model.event import ObjectRef
+from conveyor.model.kinds import PROVIDER_KINDS
 from conveyor.storage.base import StorageProvider
 from conveyor.storage.embedded import EmbeddedSeaweed
 from conveyor.storage.local import LocalProvider, LocalSettings
-from conveyor.storage.registry import OUTPUT_KINDS, build_provider
+from conveyor.storage.registry import build_provider
 from conveyor.storage.s3 import S3Credentials
 from conveyor.storage.seaweedfs import FilerReadS3Provider
 from conveyor.storage.webdav import WebdavProvider, WebdavSettings
@@ -308,7 +309,7 @@ def test_an_unreachable_endpoint_raises_storage_unavailable(remote_store: Store,
 # -- building providers from FDL settings -----------------------------------------------------------
 
 
-def test_every_output_kind_is_built_by_the_registry(tmp_path: Path) -> None:
+def test_every_provider_kind_is_built_by_the_registry(tmp_path: Path) -> None:
     settings = {
         "minio": {"endpoint": "http://127.0.0.1:9000"},
         "s3": {},
@@ -316,7 +317,7 @@ def test_every_output_kind_is_built_by_the_registry(tmp_path: Path) -> None:
         "onedata": {"oneprovider_host": "one.example.org", "token": "t", "space": "sp"},
         "local": {"path": str(tmp_path)},
     }
-    built = {kind: build_provider(f"{kind}.x", settings[kind]) for kind in OUTPUT_KINDS}
+    built = {kind: build_provider(f"{kind}.x", settings[kind]) for kind in PROVIDER_KINDS}
     assert {kind: provider.kind for kind, provider in built.items()} == {
         "minio": "s3",
         "s3": "s3",
