@@ -26,6 +26,7 @@ from conveyor.model.event import ObjectEvent
 from conveyor.model.job import JobState
 from conveyor.platform.platform import Platform
 from tests.conftest import PlatformFactory
+from tests.support.ledger_rows import ledger_session
 from tests.support.platform import put_text, service, wait_for_jobs
 
 pytestmark = pytest.mark.e2e
@@ -111,7 +112,7 @@ def test_a_notification_delivered_twice_makes_one_job_and_is_counted(make_platfo
 
     assert len(jobs) == 20
     assert len({job.trigger.ref.key for job in jobs}) == 20
-    with platform.ledger.read_session() as session:
+    with ledger_session(platform.ledger) as session:
         duplicates = list(session.scalars(select(EventRow.duplicates).where(EventRow.service == "twice")))
     assert len(duplicates) == 20
     assert min(duplicates) >= 1, "every second delivery is counted on the first event"

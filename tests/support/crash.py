@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from conveyor.ledger.store import Ledger
 from conveyor.ledger.tables import EventRow
 from tests.support.cli import Cli, cli_environment, start_up, stop_up
+from tests.support.ledger_rows import ledger_session
 
 FIRST = 'sleep 0.05; tr a-z A-Z < "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH")"'
 SECOND = 'sleep 0.05; rev "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH")"'
@@ -211,7 +212,7 @@ def _count(env: dict[str, str], files: int, to_kill: float, after: float) -> Cra
 def _duplicates(data_dir: Path) -> int:
     ledger = Ledger(f"sqlite:///{data_dir / 'conveyor.db'}")
     try:
-        with ledger.read_session() as session:
+        with ledger_session(ledger) as session:
             return int(session.scalar(select(func.coalesce(func.sum(EventRow.duplicates), 0))) or 0)
     finally:
         ledger.close()

@@ -1,4 +1,5 @@
-"""Every read and write of the ledger. Nothing else in Conveyor issues SQL.
+"""Every read and write of the ledger (provenance's queries beside it, in lineage.py). Nothing
+else in Conveyor issues SQL.
 
 Events are written before anyone acknowledges them; a job is born in the same transaction as
 its event, so an accepted event always has a job and a duplicate never gets a second one.
@@ -9,22 +10,41 @@ from __future__ import annotations
 import secrets as token_source
 import threading
 import uuid
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import groupby
+from operator import attrgetter
+from typing import TypeVar
 
-from sqlalchemy import Connection, Engine, Row, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Row,
+    Select,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.elements import Label
 
 from conveyor.ledger.db import create_ledger_engine
+from conveyor.ledger.lineage import Lineage
 from conveyor.ledger.tables import Base, EventRow, JobOutputRow, JobRow, ServiceRow
 from conveyor.model.event import ObjectEvent, ObjectInfo, ObjectRef, utcnow
 from conveyor.model.job import TERMINAL_STATES, JobOutcome, JobRecord, JobState
 from conveyor.model.service import Service
 
+SERVICES = ServiceRow.__table__
 EVENTS = EventRow.__table__
 JOBS = JobRow.__table__
 OUTPUTS = JobOutputRow.__table__
@@ -40,6 +60,7 @@ def new_service_token() -> str:
 
 
 DEFAULT_LINEAGE_LIMIT = 16
+T = TypeVar("T")
 
 # The per-file statements, built once: values go in as parameters, so each call skips building
 # the statement (a quarter of an event's ledger time in the profile; the compiled SQL is cached).
@@ -73,24 +94,18 @@ class Ledger:
         self._write_engine: Engine = create_ledger_engine(url, immediate=True)
         self._read_engine: Engine = create_ledger_engine(url, immediate=False)
         Base.metadata.create_all(self._write_engine)
-        self._writing = sessionmaker(self._write_engine, expire_on_commit=False)
-        self._reading = sessionmaker(self._read_engine, expire_on_commit=False)
         self._write_lock = threading.RLock()
         insert_new = postgresql_insert if self._write_engine.dialect.name == "postgresql" else sqlite_insert
         self._new_event = insert_new(EVENTS).on_conflict_do_nothing().returning(EVENTS.c.id)
 
     @contextmanager
-    def _write(self) -> Iterator[Session]:
+    def _write_rows(self) -> Iterator[Connection]:
         """One write transaction at a time in this process. Writers queue on a lock that wakes the
         next one at once; left to SQLite, a busy writer sleeps in steps of up to 100 ms, which
-        made accepting an event wait ~60 ms behind the dispatcher's and the jobs' writes."""
-        with self._write_lock, self._writing.begin() as session:
-            yield session
+        made accepting an event wait ~60 ms behind the dispatcher's and the jobs' writes.
 
-    @contextmanager
-    def _write_rows(self) -> Iterator[Connection]:
-        """A write transaction without the ORM: the per-file path (events, job starts and ends)
-        runs plain statements, a fraction of the unit of work's CPU."""
+        Plain statements, not the ORM: on the per-file path (events, job starts and ends) they cost
+        a fraction of the unit of work's CPU."""
         with self._write_lock, self._write_engine.begin() as connection:
             yield connection
 
@@ -98,9 +113,13 @@ class Ledger:
         self._write_engine.dispose()
         self._read_engine.dispose()
 
-    def read_session(self) -> Session:
-        """A session for queries that live beside this class (provenance, reconciliation)."""
-        return self._reading()
+    @contextmanager
+    def lineage(self) -> Iterator[Lineage]:
+        """Provenance queries, all in one read transaction: on SQLite (WAL) each level of a walk
+        then reads the same snapshot, whatever jobs end meanwhile (PostgreSQL reads committed
+        rows at each statement). Valid inside the block only."""
+        with self._read_engine.connect() as connection:
+            yield Lineage(connection)
 
     # ---- services -------------------------------------------------------------------------
 
@@ -114,41 +133,44 @@ class Ledger:
             "environment": dict(service.environment.secrets),
             "storage_providers": service.model_dump(mode="json")["storage_providers"],
         }
-        definition = service.public().model_dump(mode="json")
-        with self._write() as session:
-            row = session.get(ServiceRow, service.name)
-            created = row is None
-            if row is None:
-                row = ServiceRow(name=service.name, created_at=now, token=service.token or new_service_token())
-                session.add(row)
-            row.definition = definition
-            row.secrets = stored_secrets
-            row.updated_at = now
-            token = row.token
+        stored_values = {
+            "definition": service.public().model_dump(mode="json"),
+            "secrets": stored_secrets,
+            "updated_at": now,
+        }
+        named = SERVICES.c.name == service.name
+        with self._write_rows() as connection:
+            token = connection.execute(select(SERVICES.c.token).where(named)).scalar()
+            created = token is None
+            if token is None:
+                token = service.token or new_service_token()
+                connection.execute(
+                    insert(SERVICES).values(name=service.name, created_at=now, token=token, **stored_values)
+                )
+            else:
+                connection.execute(update(SERVICES).where(named).values(**stored_values))
         stored = service.model_copy(update={"token": token})
         return stored, created
 
     def fetch_service(self, name: str, *, with_secrets: bool = False) -> Service | None:
-        with self._reading() as session:
-            row = session.get(ServiceRow, name)
-            return None if row is None else _service_from_row(row, with_secrets=with_secrets)
+        with self._read_engine.connect() as connection:
+            row = connection.execute(select(SERVICES).where(SERVICES.c.name == name)).first()
+        return None if row is None else _service_from_row(row, with_secrets=with_secrets)
 
     def list_services(self, *, with_secrets: bool = False) -> list[Service]:
         """Every service; `with_secrets` for the platform's own use (listing stores), never for answers."""
-        with self._reading() as session:
-            rows = session.scalars(select(ServiceRow).order_by(ServiceRow.name))
-            return [_service_from_row(row, with_secrets=with_secrets) for row in rows]
+        with self._read_engine.connect() as connection:
+            rows = connection.execute(select(SERVICES).order_by(SERVICES.c.name)).all()
+        return [_service_from_row(row, with_secrets=with_secrets) for row in rows]
 
     def delete_service(self, name: str) -> bool:
         """Remove a service; its queued jobs are cancelled, its history and data are kept."""
-        with self._write() as session:
-            row = session.get(ServiceRow, name)
-            if row is None:
+        with self._write_rows() as connection:
+            if not connection.execute(delete(SERVICES).where(SERVICES.c.name == name)).rowcount:
                 return False
-            session.delete(row)
-            session.execute(
-                update(JobRow)
-                .where(JobRow.service == name, JobRow.status == JobState.QUEUED)
+            connection.execute(
+                update(JOBS)
+                .where(JOBS.c.service == name, JOBS.c.status == JobState.QUEUED)
                 .values(status=JobState.CANCELLED, message="service deleted before the job ran", finished_at=utcnow())
             )
             return True
@@ -214,17 +236,16 @@ class Ledger:
     def create_request_job(self, service: str, request_path: str, *, sync: bool, job_id: str | None = None) -> str:
         """A job for an HTTP invocation whose body is saved at `request_path`."""
         job_id = job_id or new_job_id(service)
-        with self._write() as session:
-            session.add(
-                JobRow(
-                    id=job_id,
-                    service=service,
-                    request_path=request_path,
-                    sync=sync,
-                    status=JobState.QUEUED,
-                    created_at=utcnow(),
-                )
-            )
+        job = {
+            "id": job_id,
+            "service": service,
+            "request_path": request_path,
+            "sync": sync,
+            "status": JobState.QUEUED,
+            "created_at": utcnow(),
+        }
+        with self._write_rows() as connection:
+            connection.execute(_NEW_JOB, job)
         return job_id
 
     def next_queued(
@@ -256,17 +277,16 @@ class Ledger:
 
     def cancel_queued(self, job_id: str, message: str) -> bool:
         """Queued → cancelled; False when the job is not queued (running, or already finished)."""
-        with self._write() as session:
-            result = session.execute(
-                update(JobRow)
-                .where(JobRow.id == job_id, JobRow.status == JobState.QUEUED)
+        with self._write_rows() as connection:
+            result = connection.execute(
+                update(JOBS)
+                .where(JOBS.c.id == job_id, JOBS.c.status == JobState.QUEUED)
                 .values(status=JobState.CANCELLED, message=message, finished_at=utcnow(), not_before=None)
             )
             return result.rowcount == 1
 
     def has_queued(self) -> bool:
-        with self._reading() as session:
-            return session.scalar(select(JobRow.seq).where(JobRow.status == JobState.QUEUED).limit(1)) is not None
+        return self._read_one(select(JOBS.c.seq).where(JOBS.c.status == JobState.QUEUED).limit(1)) is not None
 
     def finish_job(self, job_id: str, outcome: JobOutcome) -> None:
         self.finish_jobs([(job_id, outcome)])
@@ -279,73 +299,67 @@ class Ledger:
 
     def retry_later(self, job_id: str, outcome: JobOutcome, delay_s: float) -> None:
         """Queue the job's next attempt, not before `delay_s` from now; the failure stays in its message."""
-        with self._write() as session:
-            row = session.scalar(select(JobRow).where(JobRow.id == job_id))
-            if row is None:
+        with self._write_rows() as connection:
+            attempt = connection.execute(select(JOBS.c.attempt).where(JOBS.c.id == job_id)).scalar()
+            if attempt is None:
                 return
-            row.message = (
-                f"attempt {row.attempt} failed ({outcome.failure}): {outcome.message}; retrying in {delay_s:.0f} s"
+            connection.execute(
+                update(JOBS)
+                .where(JOBS.c.id == job_id)
+                .values(
+                    message=f"attempt {attempt} failed ({outcome.failure}): {outcome.message}; "
+                    f"retrying in {delay_s:.0f} s",
+                    exit_code=outcome.exit_code,
+                    status=JobState.QUEUED,
+                    attempt=attempt + 1,
+                    started_at=None,
+                    not_before=utcnow() + timedelta(seconds=delay_s),
+                )
             )
-            row.exit_code = outcome.exit_code
-            row.status = JobState.QUEUED
-            row.attempt += 1
-            row.started_at = None
-            row.not_before = utcnow() + timedelta(seconds=delay_s)
 
     def next_retry_time(self) -> datetime | None:
         """When the earliest queued retry becomes due (None when no retry waits)."""
-        with self._reading() as session:
-            return session.scalar(
-                select(func.min(JobRow.not_before)).where(
-                    JobRow.status == JobState.QUEUED, JobRow.not_before.is_not(None)
-                )
-            )
+        return self._read_one(
+            select(func.min(JOBS.c.not_before)).where(JOBS.c.status == JobState.QUEUED, JOBS.c.not_before.is_not(None))
+        )
 
     def replay(self, service: str, job_ids: Iterable[str] = (), *, dead: bool = False) -> list[str]:
         """Queue finished jobs again as a new attempt: the named ones, or every dead one of the service."""
         ids = list(job_ids)
-        with self._write() as session:
-            query = select(JobRow).where(
-                JobRow.service == service, JobRow.status.in_([s.value for s in TERMINAL_STATES])
-            )
-            if dead:
-                query = query.where(JobRow.status == JobState.DEAD)
-            if ids:
-                query = query.where(JobRow.id.in_(ids))
-            replayed = []
-            for row in session.scalars(query):
-                row.status = JobState.QUEUED
-                row.attempt += 1
-                row.not_before = None
-                row.started_at = row.finished_at = None
-                row.message = f"replayed on request (attempt {row.attempt})"
-                replayed.append(row.id)
-            return replayed
+        query = select(JOBS).where(JOBS.c.service == service, JOBS.c.status.in_([s.value for s in TERMINAL_STATES]))
+        if dead:
+            query = query.where(JOBS.c.status == JobState.DEAD)
+        if ids:
+            query = query.where(JOBS.c.id.in_(ids))
+        with self._write_rows() as connection:
+            replayed = [(row.id, row.attempt + 1) for row in connection.execute(query)]
+            if replayed:
+                connection.execute(
+                    _REPLAY,
+                    [
+                        {"p_id": job_id, "p_attempt": attempt, "p_message": f"replayed on request (attempt {attempt})"}
+                        for job_id, attempt in replayed
+                    ],
+                )
+        return [job_id for job_id, _ in replayed]
 
     def known_versions(self, service: str, provider: str, bucket: str, prefix: str) -> set[tuple[str, str]]:
         """(key, etag) of every object version under `prefix` the service has an event for."""
-        in_prefix = EventRow.key >= prefix
+        in_prefix = EVENTS.c.key >= prefix
         if prefix:  # a key range, not LIKE: the index on (service, provider, bucket, key) serves it
-            in_prefix = in_prefix & (EventRow.key < prefix[:-1] + chr(ord(prefix[-1]) + 1))
-        with self._reading() as session:
-            rows = session.execute(
-                select(EventRow.key, EventRow.etag).where(
-                    EventRow.service == service,
-                    EventRow.provider == provider,
-                    EventRow.bucket == bucket,
-                    in_prefix,
-                )
-            )
-            return {(key, etag) for key, etag in rows}
+            in_prefix = in_prefix & (EVENTS.c.key < prefix[:-1] + chr(ord(prefix[-1]) + 1))
+        query = select(EVENTS.c.key, EVENTS.c.etag).where(
+            EVENTS.c.service == service, EVENTS.c.provider == provider, EVENTS.c.bucket == bucket, in_prefix
+        )
+        with self._read_engine.connect() as connection:
+            return {(key, etag) for key, etag in connection.execute(query)}
 
     def has_event(self, service: str, event: ObjectEvent) -> bool:
         """Whether the service already has an event for this object version."""
-        with self._reading() as session:
-            return session.scalar(_event_identity(service, event).limit(1)) is not None
+        return self._read_one(_event_identity(service, event).limit(1)) is not None
 
     def service_created_at(self, name: str) -> datetime | None:
-        with self._reading() as session:
-            return session.scalar(select(ServiceRow.created_at).where(ServiceRow.name == name))
+        return self._read_one(select(SERVICES.c.created_at).where(SERVICES.c.name == name))
 
     def running_jobs(self) -> list[ClaimedJob]:
         """Jobs marked running: at start-up, those a stopped platform did not see end."""
@@ -360,11 +374,11 @@ class Ledger:
 
     def requeue(self, job_id: str, message: str) -> None:
         """Queue a job again as a new attempt."""
-        with self._write() as session:
-            session.execute(
-                update(JobRow)
-                .where(JobRow.id == job_id)
-                .values(status=JobState.QUEUED, attempt=JobRow.attempt + 1, started_at=None, message=message)
+        with self._write_rows() as connection:
+            connection.execute(
+                update(JOBS)
+                .where(JOBS.c.id == job_id)
+                .values(status=JobState.QUEUED, attempt=JOBS.c.attempt + 1, started_at=None, message=message)
             )
 
     # ---- reading jobs ---------------------------------------------------------------------
@@ -379,83 +393,60 @@ class Ledger:
         newest_first: bool = True,
         id_prefix: str | None = None,
     ) -> list[tuple[int, JobRecord]]:
-        """Jobs with their sequence number (for paging), newest first by default."""
-        wanted = [s.value for s in states]
-        with self._reading() as session:
-            query = select(JobRow)
-            if service:
-                query = query.where(JobRow.service == service)
-            if id_prefix:
-                query = query.where(JobRow.id.startswith(id_prefix, autoescape=True))
-            if wanted:
-                query = query.where(JobRow.status.in_(wanted))
-            if before_seq is not None:
-                query = query.where(JobRow.seq < before_seq)
-            query = query.order_by(JobRow.seq.desc() if newest_first else JobRow.seq).limit(limit)
-            rows = list(session.scalars(query))
-            return [(row.seq, self._record(session, row)) for row in rows]
+        """Jobs with their sequence number (for paging), newest first by default; in one statement,
+        each with its trigger and its outputs."""
+        conditions: list[ColumnElement[bool]] = []
+        if service:
+            conditions.append(JOBS.c.service == service)
+        if id_prefix:
+            conditions.append(JOBS.c.id.startswith(id_prefix, autoescape=True))
+        if wanted := [s.value for s in states]:
+            conditions.append(JOBS.c.status.in_(wanted))
+        if before_seq is not None:
+            conditions.append(JOBS.c.seq < before_seq)
+        with self._read_engine.connect() as connection:
+            return _job_records(connection, conditions, limit=limit, newest_first=newest_first)
 
     def fetch_job(self, job_id: str) -> JobRecord | None:
-        with self._reading() as session:
-            row = session.scalar(select(JobRow).where(JobRow.id == job_id))
-            return None if row is None else self._record(session, row)
+        with self._read_engine.connect() as connection:
+            found = _job_records(connection, [JOBS.c.id == job_id], limit=1)
+        return found[0][1] if found else None
 
     def count_jobs(self, service: str | None = None) -> dict[str, dict[JobState, int]]:
         """{service: {state: n}} for every service with jobs (or only `service`)."""
-        with self._reading() as session:
-            query = select(JobRow.service, JobRow.status, func.count()).group_by(JobRow.service, JobRow.status)
-            if service:
-                query = query.where(JobRow.service == service)
-            counts: dict[str, dict[JobState, int]] = {}
-            for name, status, number in session.execute(query):
+        query = select(JOBS.c.service, JOBS.c.status, func.count()).group_by(JOBS.c.service, JOBS.c.status)
+        if service:
+            query = query.where(JOBS.c.service == service)
+        counts: dict[str, dict[JobState, int]] = {}
+        with self._read_engine.connect() as connection:
+            for name, status, number in connection.execute(query):
                 counts.setdefault(name, {})[JobState(status)] = number
-            return counts
+        return counts
 
     def delete_jobs(self, service: str, *, only_succeeded: bool) -> list[str]:
         """Forget finished jobs of a service; returns their ids (their logs go with them)."""
         states = [JobState.SUCCEEDED] if only_succeeded else [s.value for s in TERMINAL_STATES]
-        with self._write() as session:
-            ids = list(session.scalars(select(JobRow.id).where(JobRow.service == service, JobRow.status.in_(states))))
-            self._delete_job_rows(session, ids)
+        with self._write_rows() as connection:
+            ids = list(
+                connection.execute(
+                    select(JOBS.c.id).where(JOBS.c.service == service, JOBS.c.status.in_(states))
+                ).scalars()
+            )
+            _delete_job_rows(connection, ids)
             return ids
 
     def delete_job(self, service: str, job_id: str) -> bool:
-        with self._write() as session:
-            found = session.scalar(select(JobRow.id).where(JobRow.id == job_id, JobRow.service == service))
+        with self._write_rows() as connection:
+            found = connection.execute(select(JOBS.c.id).where(JOBS.c.id == job_id, JOBS.c.service == service)).scalar()
             if found is None:
                 return False
-            self._delete_job_rows(session, [job_id])
+            _delete_job_rows(connection, [job_id])
             return True
 
-    @staticmethod
-    def _delete_job_rows(session: Session, ids: list[str]) -> None:
-        if ids:
-            session.execute(delete(JobOutputRow).where(JobOutputRow.job_id.in_(ids)))
-            session.execute(delete(JobRow).where(JobRow.id.in_(ids)))
-
-    @staticmethod
-    def _record(session: Session, row: JobRow) -> JobRecord:
-        event = session.get(EventRow, row.event_id) if row.event_id is not None else None
-        outputs = session.scalars(select(JobOutputRow).where(JobOutputRow.job_id == row.id))
-        return JobRecord(
-            job_id=row.id,
-            service=row.service,
-            state=JobState(row.status),
-            attempt=row.attempt,
-            created_at=row.created_at,
-            started_at=row.started_at,
-            finished_at=row.finished_at,
-            exit_code=row.exit_code,
-            message=row.message or "",
-            trigger=_info_from_event(event) if event else None,
-            parent_job=row.parent_job_id,
-            depth=row.depth,
-            not_before=row.not_before,
-            outputs=[
-                ObjectInfo(ref=ObjectRef(provider=o.provider, bucket=o.bucket, key=o.key), etag=o.etag, size=o.size)
-                for o in outputs
-            ],
-        )
+    def _read_one(self, query: Select[tuple[T]]) -> T | None:
+        """The first column of the first row `query` finds, or None."""
+        with self._read_engine.connect() as connection:
+            return connection.execute(query).scalar()
 
 
 @dataclass(slots=True)
@@ -471,7 +462,7 @@ class ClaimedJob:
     depth: int = 0
 
 
-def _service_from_row(row: ServiceRow, *, with_secrets: bool) -> Service:
+def _service_from_row(row: Row, *, with_secrets: bool) -> Service:
     """The stored definition; with_secrets puts back secret variables and provider credentials."""
     service = Service.model_validate({**row.definition, "token": row.token})
     if with_secrets:
@@ -588,20 +579,112 @@ def _claimed_from(row: Row) -> ClaimedJob:
     )
 
 
-def _event_identity(service: str, event: ObjectEvent):
-    return select(EventRow).where(
-        EventRow.service == service,
-        EventRow.provider == event.ref.provider,
-        EventRow.bucket == event.ref.bucket,
-        EventRow.key == event.ref.key,
-        EventRow.etag == event.etag,
+def _event_identity(service: str, event: ObjectEvent) -> Select:
+    return select(EVENTS.c.id).where(
+        EVENTS.c.service == service,
+        EVENTS.c.provider == event.ref.provider,
+        EVENTS.c.bucket == event.ref.bucket,
+        EVENTS.c.key == event.ref.key,
+        EVENTS.c.etag == event.etag,
     )
 
 
-def _info_from_event(row: EventRow) -> ObjectInfo:
+_REPLAY = (
+    update(JOBS)
+    .where(JOBS.c.id == bindparam("p_id"))
+    .values(
+        status=JobState.QUEUED,
+        attempt=bindparam("p_attempt"),
+        not_before=None,
+        started_at=None,
+        finished_at=None,
+        message=bindparam("p_message"),
+    )
+)
+
+
+def _delete_job_rows(connection: Connection, ids: list[str]) -> None:
+    if ids:
+        connection.execute(delete(OUTPUTS).where(OUTPUTS.c.job_id.in_(ids)))
+        connection.execute(delete(JOBS).where(JOBS.c.id.in_(ids)))
+
+
+# ---- a page of job records in one statement -----------------------------------------------
+
+
+def _prefixed(prefix: str, table: Table, *names: str) -> tuple[Label, ...]:
+    """Columns of a joined table, renamed apart from the job's own and from the other table's:
+    all three have an id, and events and outputs share their other names."""
+    return tuple(table.c[name].label(f"{prefix}_{name}") for name in names)
+
+
+_OBJECT_COLUMNS = ("id", "provider", "bucket", "key", "etag", "size")
+_TRIGGER_COLUMNS = _prefixed("trigger", EVENTS, *_OBJECT_COLUMNS, "event_time")
+_OUTPUT_COLUMNS = _prefixed("output", OUTPUTS, *_OBJECT_COLUMNS)
+
+
+_RECORDS = select(JOBS, *_TRIGGER_COLUMNS, *_OUTPUT_COLUMNS).select_from(
+    JOBS.outerjoin(EVENTS, EVENTS.c.id == JOBS.c.event_id).outerjoin(OUTPUTS, OUTPUTS.c.job_id == JOBS.c.id)
+)
+"""Each job with its trigger and its outputs: a row per output, or one for a job without outputs."""
+
+
+def _job_records(
+    connection: Connection, conditions: Sequence[ColumnElement[bool]], *, limit: int, newest_first: bool = True
+) -> list[tuple[int, JobRecord]]:
+    """The page of jobs `conditions` select, with its sequence numbers, in order."""
+    rows = connection.execute(_records_query(conditions, limit=limit, newest_first=newest_first))
+    return [(seq, _record(list(job_rows))) for seq, job_rows in groupby(rows, key=attrgetter("seq"))]
+
+
+def _records_query(conditions: Sequence[ColumnElement[bool]], *, limit: int, newest_first: bool) -> Select:
+    """_RECORDS for the page of jobs `conditions` select, in page order, each job's outputs in the
+    order they were recorded. The page is limited before the join, so that `limit` counts jobs,
+    not outputs; it is a subquery in `IN`, not in FROM, where building the subquery's column
+    proxies at each call took several times the CPU of running the statement (fetch_job, SQLite)."""
+    page = select(JOBS.c.seq).where(*conditions).order_by(_by_seq(newest_first)).limit(limit)
+    return _RECORDS.where(JOBS.c.seq.in_(page)).order_by(_by_seq(newest_first), OUTPUTS.c.id)
+
+
+def _by_seq(newest_first: bool) -> ColumnElement:
+    return JOBS.c.seq.desc() if newest_first else JOBS.c.seq.asc()
+
+
+def _record(rows: list[Row]) -> JobRecord:
+    """A job from its rows of _records_query: the job and its trigger on each, an output on each."""
+    job = rows[0]
+    return JobRecord(
+        job_id=job.id,
+        service=job.service,
+        state=JobState(job.status),
+        attempt=job.attempt,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        exit_code=job.exit_code,
+        message=job.message or "",
+        trigger=_trigger_of(job),
+        parent_job=job.parent_job_id,
+        depth=job.depth,
+        not_before=job.not_before,
+        outputs=[_output_of(row) for row in rows if row.output_id is not None],
+    )
+
+
+def _trigger_of(row: Row) -> ObjectInfo | None:
+    if row.trigger_id is None:
+        return None
     return ObjectInfo(
-        ref=ObjectRef(provider=row.provider, bucket=row.bucket, key=row.key),
-        etag=row.etag,
-        size=row.size,
-        last_modified=row.event_time,
+        ref=ObjectRef(provider=row.trigger_provider, bucket=row.trigger_bucket, key=row.trigger_key),
+        etag=row.trigger_etag,
+        size=row.trigger_size,
+        last_modified=row.trigger_event_time,
+    )
+
+
+def _output_of(row: Row) -> ObjectInfo:
+    return ObjectInfo(
+        ref=ObjectRef(provider=row.output_provider, bucket=row.output_bucket, key=row.output_key),
+        etag=row.output_etag,
+        size=row.output_size,
     )

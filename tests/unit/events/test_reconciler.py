@@ -21,6 +21,7 @@ from conveyor.model.event import ObjectEvent, ObjectInfo, ObjectRef, utcnow
 from conveyor.model.service import Service
 from conveyor.storage.base import StorageProvider
 from conveyor.storage.registry import ProviderRegistry
+from tests.support.ledger_rows import ledger_session
 
 
 class MemoryStore(StorageProvider):
@@ -77,15 +78,6 @@ def service(name: str, *paths: str, **fields: Any) -> Service:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    try:
-        yield ledger
-    finally:
-        ledger.close()
-
-
-@pytest.fixture
 def store() -> MemoryStore:
     return MemoryStore()
 
@@ -102,14 +94,14 @@ def webhook_event(path: str, etag: str) -> ObjectEvent:
 
 def backdate(ledger: Ledger, name: str, seconds: float) -> None:
     """As if the service had been applied `seconds` ago."""
-    with ledger.read_session() as session, session.begin():
+    with ledger_session(ledger) as session, session.begin():
         row = session.get(ServiceRow, name)
         assert row is not None
         row.created_at -= timedelta(seconds=seconds)
 
 
 def events(ledger: Ledger) -> list[tuple[str, str, str, str]]:
-    with ledger.read_session() as session:
+    with ledger_session(ledger) as session:
         rows = session.execute(select(EventRow.service, EventRow.key, EventRow.etag, EventRow.source))
         return sorted(tuple(row) for row in rows)
 
@@ -193,7 +185,7 @@ def test_each_service_and_each_input_is_reconciled_once(
     assert (by_service["one"].listed, by_service["one"].accepted) == (3, 3)
     assert (by_service["other"].listed, by_service["other"].accepted) == (1, 1)
     assert store.listings == 3, "one's data/in/sub and its repeated data/in lie inside data/in"
-    with ledger.read_session() as session:
+    with ledger_session(ledger) as session:
         assert set(session.scalars(select(EventRow.duplicates))) == {0}
 
 

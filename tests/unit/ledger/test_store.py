@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,15 +16,7 @@ from conveyor.ledger.tables import EventRow
 from conveyor.model.event import ObjectEvent, ObjectInfo, ObjectRef
 from conveyor.model.job import JobOutcome, JobState
 from conveyor.model.service import Service
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    store = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    try:
-        yield store
-    finally:
-        store.close()
+from tests.support.ledger_rows import ledger_session, statements_run
 
 
 def make_service(name: str = "grayify", **fields: Any) -> Service:
@@ -207,7 +198,7 @@ def test_record_events_takes_a_batch_in_one_call_with_duplicates_inside_it(ledge
 
     assert [len(jobs) for jobs in created] == [1, 2, 0]
     assert ledger.record_events([(cat, ["grayify"])]) == [[]]
-    with ledger.read_session() as session:
+    with ledger_session(ledger) as session:
         counted = session.scalar(select(EventRow.duplicates).where(EventRow.key == "in/cat.jpg"))
     assert counted == 2, "a re-sent notification is counted on the first event, in or across batches"
     assert ledger.count_jobs() == {"grayify": {JobState.QUEUED: 2}, "thumbs": {JobState.QUEUED: 1}}
@@ -578,3 +569,201 @@ def test_concurrent_recording_from_many_threads(ledger: Ledger) -> None:
     assert not any(thread.is_alive() for thread in threads)
     assert len(created) == len(set(created)) == threads_count * per_thread
     assert ledger.count_jobs() == {"grayify": {JobState.QUEUED: threads_count * per_thread}}
+
+
+# ---- a page of jobs, with triggers and outputs, in one statement ----------------------------
+
+
+def finished_with(ledger: Ledger, job_id: str, *keys: str) -> None:
+    """The job succeeds, having written `keys` (bucket out) in that order."""
+    ledger.finish_job(job_id, succeeded(*(ObjectInfo(ref=ObjectRef(bucket="out", key=k), etag=k) for k in keys)))
+
+
+def output_keys(rows: list[tuple[int, Any]]) -> list[list[str]]:
+    return [[o.ref.key for o in record.outputs] for _, record in rows]
+
+
+def test_list_jobs_reads_a_page_with_its_triggers_and_outputs_in_one_statement(ledger: Ledger) -> None:
+    created = [ledger.record_event(object_event(f"in/{i}.jpg", etag=f"v{i}"), ["grayify"])[0] for i in range(4)]
+    http = ledger.create_request_job("grayify", "/r", sync=False)
+    finished_with(ledger, created[0], "z", "a", "m")
+    finished_with(ledger, created[2], "only")
+    finished_with(ledger, http, "h1", "h2")
+
+    with statements_run(ledger) as statements:
+        page = ledger.list_jobs("grayify", limit=4)
+
+    assert len(statements) == 1, statements
+    assert job_ids(page) == [http, created[3], created[2], created[1]]
+    assert output_keys(page) == [["h1", "h2"], [], ["only"], []], "each job's outputs in the order recorded"
+    assert [r.trigger.ref.key if r.trigger else None for _, r in page] == [None, "in/3.jpg", "in/2.jpg", "in/1.jpg"]
+    assert [r.trigger.etag for _, r in page if r.trigger] == ["v3", "v2", "v1"]
+    assert [seq for seq, _ in page] == sorted((seq for seq, _ in page), reverse=True)
+
+
+def test_list_jobs_limit_counts_jobs_not_outputs(ledger: Ledger) -> None:
+    first, second, third = (ledger.create_request_job("a", "/r", sync=False) for _ in range(3))
+    finished_with(ledger, second, *(f"k{i}" for i in range(5)))
+    finished_with(ledger, third, "t1", "t2")
+
+    page = ledger.list_jobs(limit=2)
+
+    assert job_ids(page) == [third, second]
+    assert output_keys(page) == [["t1", "t2"], [f"k{i}" for i in range(5)]]
+    assert job_ids(ledger.list_jobs(limit=2, newest_first=False)) == [first, second]
+
+
+def test_list_jobs_pages_of_jobs_with_outputs_lose_and_repeat_nothing(ledger: Ledger) -> None:
+    created = [ledger.record_event(object_event(f"in/{i}.jpg"), ["grayify"])[0] for i in range(7)]
+    for i, job_id in enumerate(created):
+        finished_with(ledger, job_id, *(f"{i}-{n}" for n in range(i % 3)))
+
+    pages, before = [], None
+    while page := ledger.list_jobs("grayify", limit=3, before_seq=before):
+        pages.append(page)
+        before = page[-1][0]
+
+    assert [len(page) for page in pages] == [3, 3, 1]
+    everything = [row for page in pages for row in page]
+    assert job_ids(everything) == created[::-1]
+    assert output_keys(everything) == [[f"{i}-{n}" for n in range(i % 3)] for i in reversed(range(7))]
+    assert all(record.trigger is not None for _, record in everything)
+
+
+def test_list_jobs_filters_combine_with_outputs_on_the_page(ledger: Ledger) -> None:
+    a1, a2, a3 = (ledger.create_request_job("a", "/r", sync=False) for _ in range(3))
+    b1 = ledger.create_request_job("b", "/r", sync=False)
+    finished_with(ledger, a1, "a1-out")
+    finished_with(ledger, a3, "a3-out", "a3-more")
+    finished_with(ledger, b1, "b1-out")
+
+    page = ledger.list_jobs("a", states=[JobState.SUCCEEDED], limit=10)
+
+    assert job_ids(page) == [a3, a1]
+    assert output_keys(page) == [["a3-out", "a3-more"], ["a1-out"]]
+    assert job_ids(ledger.list_jobs("a", states=[JobState.QUEUED])) == [a2]
+    assert job_ids(ledger.list_jobs(states=[JobState.SUCCEEDED], before_seq=page[0][0])) == [a1]
+
+
+def test_list_jobs_by_id_prefix_takes_wildcards_literally(ledger: Ledger) -> None:
+    for job_id in ("a_b-1", "a%b-2", "axb-3", "a\\b-4"):
+        ledger.create_request_job("a", "/r", sync=False, job_id=job_id)
+
+    assert job_ids(ledger.list_jobs(id_prefix="a_")) == ["a_b-1"]
+    assert job_ids(ledger.list_jobs(id_prefix="a%")) == ["a%b-2"]
+    assert job_ids(ledger.list_jobs(id_prefix="a\\")) == ["a\\b-4"]
+    assert job_ids(ledger.list_jobs(id_prefix="a", newest_first=False)) == ["a_b-1", "a%b-2", "axb-3", "a\\b-4"]
+    assert ledger.list_jobs(id_prefix="b") == []
+
+
+def test_fetch_job_reads_the_job_its_trigger_and_outputs_in_one_statement(ledger: Ledger) -> None:
+    [job_id] = ledger.record_event(object_event(etag="v1"), ["grayify"])
+    finished_with(ledger, job_id, "c", "b", "a")
+
+    with statements_run(ledger) as statements:
+        job = ledger.fetch_job(job_id)
+
+    assert len(statements) == 1, statements
+    assert job is not None
+    assert (job.job_id, job.state, [o.ref.key for o in job.outputs]) == (job_id, JobState.SUCCEEDED, ["c", "b", "a"])
+    assert job.trigger is not None and (job.trigger.ref.key, job.trigger.etag) == ("in/cat.jpg", "v1")
+    assert job == dict(ledger.list_jobs())[ledger.list_jobs()[0][0]], "the same record as in a page"
+
+
+# ---- retries, replays and what the reconciler asks ------------------------------------------
+
+
+def test_retry_later_queues_the_next_attempt_with_the_failure_in_its_message(ledger: Ledger) -> None:
+    job_id = ledger.create_request_job("grayify", "/r", sync=False)
+    assert ledger.mark_running(job_id)
+    failed = JobOutcome(state=JobState.FAILED, exit_code=137, message="killed", failure="infrastructure")
+    before = datetime.now(UTC)
+
+    ledger.retry_later(job_id, failed, 30)
+
+    job = ledger.fetch_job(job_id)
+    assert job is not None
+    assert (job.state, job.attempt, job.exit_code, job.started_at) == (JobState.QUEUED, 2, 137, None)
+    assert job.message == "attempt 1 failed (infrastructure): killed; retrying in 30 s"
+    assert job.not_before is not None and before + timedelta(seconds=29) < job.not_before
+    assert ledger.next_queued(5) == [], "not before its time"
+
+
+def test_retry_later_of_an_unknown_job_changes_nothing(ledger: Ledger) -> None:
+    ledger.retry_later("nope-1", JobOutcome(state=JobState.FAILED), 5)
+    assert ledger.count_jobs() == {}
+
+
+def test_next_retry_time_is_the_earliest_queued_retry(ledger: Ledger) -> None:
+    assert ledger.next_retry_time() is None
+    late, soon, cancelled = (ledger.create_request_job("grayify", "/r", sync=False) for _ in range(3))
+    failed = JobOutcome(state=JobState.FAILED, exit_code=1)
+    ledger.retry_later(late, failed, 600)
+    ledger.retry_later(soon, failed, 60)
+    ledger.retry_later(cancelled, failed, 1)
+    ledger.cancel_queued(cancelled, "no more")
+
+    due = ledger.next_retry_time()
+
+    assert due == ledger.fetch_job(soon).not_before  # type: ignore[union-attr]
+    assert due is not None and due.tzinfo is not None
+
+
+def test_replay_queues_named_finished_jobs_again_as_a_new_attempt(ledger: Ledger) -> None:
+    done, failed, queued = (ledger.create_request_job("a", "/r", sync=False) for _ in range(3))
+    finished_with(ledger, done, "x")
+    ledger.finish_job(failed, JobOutcome(state=JobState.FAILED, exit_code=1))
+    other = ledger.create_request_job("b", "/r", sync=False)
+    ledger.finish_job(other, succeeded())
+
+    replayed = ledger.replay("a", [done, failed, queued, other])
+
+    assert sorted(replayed) == sorted([done, failed])
+    job = ledger.fetch_job(done)
+    assert job is not None
+    assert (job.state, job.attempt, job.started_at, job.finished_at, job.not_before) == (
+        JobState.QUEUED,
+        2,
+        None,
+        None,
+        None,
+    )
+    assert job.message == "replayed on request (attempt 2)"
+    assert ledger.fetch_job(other).state == JobState.SUCCEEDED  # type: ignore[union-attr]
+    assert ledger.replay("a", [done]) == [], "queued again: not finished"
+
+
+def test_replay_dead_takes_every_dead_job_of_the_service(ledger: Ledger) -> None:
+    dead = [ledger.create_request_job("a", "/r", sync=False) for _ in range(2)]
+    failed = ledger.create_request_job("a", "/r", sync=False)
+    for job_id in dead:
+        ledger.finish_job(job_id, JobOutcome(state=JobState.DEAD, message="gave up"))
+    ledger.finish_job(failed, JobOutcome(state=JobState.FAILED, exit_code=1))
+
+    assert sorted(ledger.replay("a", dead=True)) == sorted(dead)
+    assert ledger.count_jobs("a") == {"a": {JobState.QUEUED: 2, JobState.FAILED: 1}}
+
+
+def test_known_versions_of_a_service_under_a_prefix(ledger: Ledger) -> None:
+    for key, etag in [("in/a", "1"), ("in/sub/b", "2"), ("in0/c", "3"), ("inx", "4"), ("other/d", "5")]:
+        ledger.record_event(object_event(key, etag=etag), ["grayify"])
+    ledger.record_event(object_event("in/mine", etag="6"), ["thumbs"])
+    ledger.record_event(object_event("in/elsewhere", etag="7", bucket="b2"), ["grayify"])
+
+    assert ledger.known_versions("grayify", "minio.default", "grayify", "in/") == {("in/a", "1"), ("in/sub/b", "2")}
+    assert len(ledger.known_versions("grayify", "minio.default", "grayify", "")) == 5
+    assert ledger.known_versions("grayify", "s3.other", "grayify", "in/") == set()
+
+
+def test_has_event_and_service_created_at(ledger: Ledger) -> None:
+    seen = object_event(etag="e1")
+    ledger.record_event(seen, ["grayify"])
+    before = datetime.now(UTC)
+    ledger.put_service(make_service())
+
+    assert ledger.has_event("grayify", seen) is True
+    assert ledger.has_event("thumbs", seen) is False
+    assert ledger.has_event("grayify", object_event(etag="e2")) is False
+    created_at = ledger.service_created_at("grayify")
+    assert created_at is not None and before <= created_at <= datetime.now(UTC)
+    assert ledger.service_created_at("nobody") is None
