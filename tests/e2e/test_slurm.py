@@ -202,15 +202,17 @@ def test_a_restarted_platform_adopts_the_jobs_it_left_in_slurm(
     # The node's job file names the store's endpoint: the platform must come back on the same port.
     storage = {"s3_port": _free_port()}
     first = make_platform(slurm=FAST, backend="slurm", data_dir=data_dir, storage=storage)
-    first.catalog.apply(
-        [service("keep", 'sleep 8; cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"', ["keep/in"], ["keep/out"])]
-    )
+    # The script ends only once the second platform (and its store, for the stage-out) is up.
+    gate = tmp_path / "second-is-up"
+    script = f'while [ ! -f "{gate}" ]; do sleep 0.1; done; cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"'
+    first.catalog.apply([service("keep", script, ["keep/in"], ["keep/out"])])
     put_text(first, "keep/in/a.txt", "x")
     native_id = _first_running(slurm, "conveyor.keep-")
     _wait_until_script_runs(data_dir / "slurm" / "jobs")  # stage-in needs the store this platform serves
     first.stop()
 
     second = make_platform(slurm=FAST, backend="slurm", data_dir=data_dir, storage=storage)
+    gate.touch()
     [job] = wait_for_jobs(second, "keep", 1, timeout_s=60)
 
     assert second.adopted == 1

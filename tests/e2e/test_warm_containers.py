@@ -103,7 +103,7 @@ def test_a_restarted_platform_removes_the_idle_warm_containers_a_killed_one_left
     first.catalog.apply([service("left", WHO, ["left/in"], ["left/out"])])
     _one_by_one(first, "left", 1)
     assert len(_containers_of(container_engine, "left")) == 1
-    first.backend.runner.pool = None  # as if killed: nothing removes them on the way out
+    first.backends["local"].runner.pool = None  # as if killed: nothing removes them on the way out
     first.stop()
     assert len(_containers_of(container_engine, "left")) == 1
 
