@@ -16,6 +16,8 @@
     │   ├── ObjectNotFound       the object (or bucket) does not exist
     │   ├── StorageAuthError     the store refused the credentials
     │   └── StorageUnavailable   the store cannot be reached or answered 5xx
+    │       └── StorageUnreachable  no answer at all (connection refused or timed out): the store is
+    │                               down, and jobs wait for it instead of failing
     ├── BackendError             anything an execution backend could not do
     │   ├── BackendUnavailable   the engine is not reachable; the message says what to fix
     │   ├── ImageError           the image cannot be found or pulled
@@ -126,6 +128,14 @@ class StorageAuthError(StorageError):
 
 class StorageUnavailable(StorageError):
     pass
+
+
+class StorageUnreachable(StorageUnavailable):
+    """`provider` names the store (`minio.default`, `s3.ceph`) when the code that raised knows it."""
+
+    def __init__(self, message: str, *, provider: str | None = None) -> None:
+        super().__init__(message)
+        self.provider = provider
 
 
 class BackendError(ConveyorError):

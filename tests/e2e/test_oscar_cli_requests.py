@@ -327,19 +327,23 @@ def test_every_system_route_asks_for_basic_credentials(make_platform: PlatformFa
 
 
 API_DOCUMENTS = {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+PROBES = {"/health", "/ready"}
+"""Liveness and readiness: what probes ask, without credentials (readiness names parts, no reasons)."""
 
 
 def test_only_health_and_the_api_documents_are_open(make_platform: PlatformFactory) -> None:
     platform = make_platform()
     health = httpx.get(platform.api_url + "/health")
     assert (health.status_code, health.text) == (200, "Ok")
+    ready = httpx.get(platform.api_url + "/ready")
+    assert (ready.status_code, ready.text) == (200, "ready")
     assert httpx.get(platform.api_url + "/docs").status_code == 200
 
     # Every route the application has, documented or not, asked without credentials.
     open_routes = []
     for route in platform.api.app.routes:
         path = getattr(route, "path", "")
-        if path == "/health" or path in API_DOCUMENTS:
+        if path in PROBES or path in API_DOCUMENTS:
             continue
         concrete = re.sub(r"\{[^}]+\}", "some-name", path)
         for method in sorted(set(getattr(route, "methods", None) or ()) - {"HEAD"}):

@@ -26,6 +26,7 @@ from conveyor.errors import (
     InvalidRequest,
     NotFound,
     NotSupported,
+    StorageUnavailable,
     validation_reasons,
 )
 from conveyor.events.intake import GroupedIntake
@@ -59,6 +60,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _plain_text_validation_error)
     for error_class, _ in STATUS_OF:
         app.add_exception_handler(error_class, _refusal)
+    app.add_exception_handler(StorageUnavailable, _store_unavailable)
     return app
 
 
@@ -96,6 +98,14 @@ async def _plain_text_error(_request: Request, error: Exception) -> Response:
 async def _refusal(_request: Request, error: Exception) -> Response:
     status = next(code for error_class, code in STATUS_OF if isinstance(error, error_class))
     return PlainTextResponse(str(error), status_code=status)
+
+
+async def _store_unavailable(request: Request, error: Exception) -> Response:
+    """503 with one line: why the store is away when the platform knows (its store is restarting), else
+    what the store answered. Never a 500: the request may succeed once the store is back."""
+    control: ControlPlane | None = request.app.state.control
+    known = control.status.readiness().problems.get("store") if control is not None else None
+    return PlainTextResponse(known or str(error), status_code=503, headers={"Retry-After": "5"})
 
 
 async def _plain_text_validation_error(request: Request, error: Exception) -> Response:

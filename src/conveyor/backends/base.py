@@ -80,6 +80,10 @@ class Backend(ABC):
         """What `conveyor up` should say about this backend (e.g. a fallback it took)."""
         return []
 
+    def problem(self) -> str | None:
+        """Why the backend cannot run jobs now (its engine or controller does not answer); None when it can."""
+        return None
+
     def resources(self) -> Resources | None:
         """CPU and memory for jobs, and what running jobs hold; None when the backend cannot tell."""
         return None

@@ -146,6 +146,21 @@ class ConveyorClient:
             raise CliError(response.text.strip() or f"{method} {path}: HTTP {response.status_code}", exit_code)
         return response
 
+    def health(self) -> dict[str, Any] | None:
+        """Readiness with its reasons (`GET /conveyor/v1/health`); None from an OSCAR cluster."""
+        if not self.speaks_conveyor:
+            return None
+        found: dict[str, Any] = self.expect_ok("GET", "/conveyor/v1/health").json()
+        return found
+
+    def store_problem(self) -> str | None:
+        """Why the platform's own store does not serve now, when the platform knows."""
+        try:
+            health = self.health()
+        except CliError:
+            return None
+        return (health or {}).get("problems", {}).get("store")
+
     @cached_property
     def speaks_conveyor(self) -> bool:
         """Whether the platform has Conveyor's own routes (a real OSCAR cluster does not)."""

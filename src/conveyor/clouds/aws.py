@@ -12,8 +12,8 @@ row by row, the first that matches winning:
                                     ExpiredToken InvalidClientTokenId
                                                                             >= 500       StorageUnavailable
                                     anything else                                        StorageError
-    ConnectionError (no answer)                                                          StorageUnavailable
-    any other BotoCoreError                                                              StorageError
+    no connection (refused, timed out, closed by a store going down)                     StorageUnreachable
+    any other BotoCoreError (an SSL failure, a read timeout...)                          StorageError
 
 The message names where it happened: `<where>: <code> <message>` for a refusal (botocore's own
 text when it has neither), `<where>: the store cannot be reached (<reason>)` without an answer,
@@ -31,11 +31,17 @@ from typing import Any
 import boto3
 import botocore.session
 from botocore.client import Config
-from botocore.exceptions import BotoCoreError, ClientError
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ProxyConnectionError,
+)
 from dateutil import parser as dateutil_parser
 
-from conveyor.errors import ObjectNotFound, StorageAuthError, StorageError, StorageUnavailable
+from conveyor.errors import ObjectNotFound, StorageAuthError, StorageError, StorageUnavailable, StorageUnreachable
 
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
 AUTH_CODES = frozenset(
@@ -50,6 +56,9 @@ AUTH_CODES = frozenset(
     }
 )
 """`404` and `403` are the codes botocore gives a refusal without a body, such as HEAD's."""
+NO_CONNECTION = (EndpointConnectionError, ConnectTimeoutError, ProxyConnectionError, ConnectionClosedError)
+"""A store that is down (or restarting). Not an SSL failure nor a read timeout: those repeat with a
+store that answers, and a job must not wait for them forever."""
 
 
 @dataclass(frozen=True)
@@ -169,8 +178,8 @@ def mapped_errors(where: str) -> Iterator[None]:
 
 def storage_error(error: ClientError | BotoCoreError, where: str) -> StorageError:
     """The StorageError that the table makes of one botocore exception."""
-    if isinstance(error, BotoConnectionError):
-        return StorageUnavailable(f"{where}: the store cannot be reached ({error})")
+    if isinstance(error, NO_CONNECTION):
+        return StorageUnreachable(f"{where}: the store cannot be reached ({error})")
     if isinstance(error, BotoCoreError):
         return StorageError(f"{where}: {error}")
     code, status = error_code(error), error_status(error)

@@ -30,6 +30,7 @@ from conveyor.errors import (
     Problem,
     ServiceNotFound,
     StorageError,
+    StorageUnreachable,
 )
 from conveyor.events.sources import EventSources
 from conveyor.ledger.store import Ledger
@@ -141,8 +142,9 @@ class ServiceCatalog:
     def apply(self, services: list[Service]) -> ApplyReport:
         """Deploy services all together: nothing is deployed unless every one can be.
 
-        Raises DefinitionError with every problem found, or DeployError when a store refused the
-        buckets or notifications a service needs (whatever was set up for it is undone).
+        Raises DefinitionError with every problem found, DeployError when a store refused the
+        buckets or notifications a service needs (whatever was set up for it is undone), or
+        StorageUnreachable when a store did not answer at all.
         """
         found = self.problems(services)
         if found:
@@ -151,6 +153,9 @@ class ServiceCatalog:
         for service in services:
             try:
                 _prepare_storage(service, self._storage, buckets)
+            except StorageUnreachable:  # not a problem of the definitions: try again once the store is back
+                _remove_buckets(buckets)
+                raise
             except StorageError as error:
                 _remove_buckets(buckets)
                 raise DeployError(

@@ -1,5 +1,10 @@
-"""The status board: what the platform is, what it can run and how busy it is, from figures that
-cost the same whatever the ledger and the store hold (counts by state, the store's own counters).
+"""The status board: what the platform is, whether it is ready, what it can run and how busy it is,
+from figures that cost the same whatever the ledger and the store hold (counts by state, the store's
+own counters).
+
+Ready means every part Conveyor depends on answers: its own store, the ledger, each enabled
+backend. A store behind a service that does not answer (a Ceph or an S3 that is down) makes only
+that service's jobs wait: it is listed, and the platform stays ready.
 """
 
 from __future__ import annotations
@@ -9,11 +14,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from conveyor.backends.base import Resources
 from conveyor.backends.registry import Backends
 from conveyor.control.credentials import StoreAccess
+from conveyor.dispatch.outages import Outages
 from conveyor.ledger.store import Ledger
 from conveyor.model.job import JobState
+from conveyor.model.kinds import DEFAULT_PROVIDER
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,18 @@ class PlatformFigures:
     store: StoreFigures
 
 
+@dataclass(frozen=True)
+class Readiness:
+    problems: dict[str, str]
+    """What keeps the platform from working, by part (`store`, `ledger`, `backend local`): why."""
+    waiting: dict[str, str]
+    """Stores behind services that do not answer, and why: their services' jobs wait."""
+
+    @property
+    def ready(self) -> bool:
+        return not self.problems
+
+
 class StatusBoard:
     def __init__(
         self,
@@ -44,6 +65,8 @@ class StatusBoard:
         started_at: datetime,
         running_jobs: Callable[[], int],
         warnings: list[str],
+        store_problem: Callable[[], str | None] = lambda: None,
+        outages: Outages | None = None,
     ) -> None:
         self._backends = backends
         self._ledger = ledger
@@ -54,6 +77,24 @@ class StatusBoard:
         self.started_at = started_at
         self._running_jobs = running_jobs
         self.warnings = warnings
+        self._store_problem = store_problem
+        """Why the platform's own store is not serving (its watchdog knows); None while it is."""
+        self._outages = outages
+
+    def readiness(self) -> Readiness:
+        problems: dict[str, str] = {}
+        waiting = {outage.provider: outage.reason for outage in self._outages.current()} if self._outages else {}
+        store = self._store_problem() or waiting.pop(DEFAULT_PROVIDER, None)
+        if store:
+            problems["store"] = store
+        try:
+            self._ledger.ping()
+        except SQLAlchemyError as error:
+            problems["ledger"] = f"the ledger cannot be read: {error.__class__.__name__}: {error}".splitlines()[0]
+        for kind, backend in self._backends.items():
+            if problem := backend.problem():
+                problems[f"backend {kind}"] = problem
+        return Readiness(problems=problems, waiting=waiting)
 
     def figures(self) -> PlatformFigures:
         local = self._backends.get("local")

@@ -20,6 +20,7 @@ from datetime import datetime
 
 from conveyor.backends.base import Backend
 from conveyor.backends.registry import Backends
+from conveyor.dispatch.outages import Outages
 from conveyor.dispatch.retry import Decision, RetryPolicy
 from conveyor.errors import ConveyorError, UnsafeKeyError
 from conveyor.layout import DataLayout
@@ -49,11 +50,14 @@ class Dispatcher:
         backends: Backends,
         layout: DataLayout,
         retry: RetryPolicy | None = None,
+        outages: Outages | None = None,
     ) -> None:
         self.ledger = ledger
         self.backends = backends
         self.layout = layout
         self.retry = retry or RetryPolicy()
+        self.outages = outages
+        """Stores that do not answer: the jobs of services that use one wait, queued."""
         self._wake = threading.Condition()
         self._woken = False
         self._stopping = False
@@ -234,6 +238,12 @@ class Dispatcher:
             if outcome.state != JobState.SUCCEEDED:
                 outcome = outcome.model_copy(update={"state": JobState.CANCELLED, "message": "cancelled on request"})
         decision = self.retry.decide(outcome, spec.service, spec.attempt)
+        if decision == Decision.WAIT:
+            if self.outages is not None and outcome.waiting_for:
+                self.outages.report(outcome.waiting_for, spec.service, outcome.message)
+            self.ledger.wait_for_store(spec.job_id, outcome, self.retry.wait_s)
+            self._next_retry = min(self._next_retry or float("inf"), time.monotonic() + self.retry.wait_s)
+            return None
         if decision == Decision.RETRY:
             delay = self.retry.delay_s(spec.attempt)
             self.ledger.retry_later(spec.job_id, outcome, delay)
@@ -269,7 +279,8 @@ class Dispatcher:
             size = PAGE
 
     def _start(self, job: ClaimedJob, full_backends: set[str]) -> bool:
-        """Submit one job; False when its backend (or its service's share of it) is full."""
+        """Submit one job; False when its backend (or its service's share of it) is full, or when a store
+        the service reads or writes does not answer."""
         service = self._service(job.service)
         if service is None:
             self.ledger.mark_running(job.job_id)
@@ -283,7 +294,7 @@ class Dispatcher:
             outcome = JobOutcome(state=JobState.FAILED, message=message, failure="input")
             self._complete(self._spec(job, service), outcome)
             return True
-        if name in full_backends:
+        if name in full_backends or (self.outages is not None and self.outages.holding(service)):
             return False
         spec = self._spec(job, service)
         if not backend.can_accept(spec):

@@ -17,6 +17,9 @@ class Decision(StrEnum):
     """Queue another attempt after a backoff."""
     DEAD = "dead"
     """A retryable failure on the last allowed attempt: keep it as a dead letter."""
+    WAIT = "wait"
+    """A store the job needs did not answer: queue the same attempt again, to start once the store
+    answers. Not an attempt: however long the outage, the job does not become a dead letter."""
 
 
 @dataclass(frozen=True)
@@ -24,9 +27,14 @@ class RetryPolicy:
     base_s: float = 2.0
     max_s: float = 300.0
 
+    wait_s: float = 1.0
+    """Before a job that waits for a store is looked at again (the outage gate holds it after that)."""
+
     def decide(self, outcome: JobOutcome, service: Service, attempt: int) -> Decision:
         if outcome.state in (JobState.SUCCEEDED, JobState.CANCELLED) or outcome.failure is None:
             return Decision.FINISH
+        if outcome.failure == "unavailable":
+            return Decision.WAIT
         retryable = outcome.failure == "infrastructure" or (
             service.retry_script_failures and outcome.failure in ("script", "timeout")
         )

@@ -158,6 +158,23 @@ class Reconciler:
             self._thread.join(timeout_s)
             self._thread = None
 
+    def reconcile_soon(self, delay_s: float | None = None) -> None:
+        """A full round in the background after `delay_s` (default settle_s): a store is back, and the
+        notifications of objects it stored just before it went down are lost."""
+        wait_s = self.settle_s if delay_s is None else delay_s
+
+        def round_after_outage() -> None:
+            if self._stopping.wait(wait_s):
+                return
+            try:
+                report = self.reconcile_once(full=True)
+            except Exception:
+                log.exception("the reconciliation round after an outage failed; the periodic rounds go on")
+                return
+            log.info("after the outage: %d objects listed, %d lost events accepted", report.listed, report.accepted)
+
+        threading.Thread(target=round_after_outage, name="reconcile-after-outage", daemon=True).start()
+
     def _loop(self) -> None:
         wait_s = 0.0
         next_listing = 0.0

@@ -109,6 +109,11 @@ class Ledger:
         with self._write_lock, self._write_engine.begin() as connection:
             yield connection
 
+    def ping(self) -> None:
+        """One trivial read: raises when the database cannot be read (gone, locked for too long, a full disk)."""
+        with self._read_engine.connect() as connection:
+            connection.execute(select(1)).scalar()
+
     def close(self) -> None:
         self._write_engine.dispose()
         self._read_engine.dispose()
@@ -317,10 +322,29 @@ class Ledger:
                 )
             )
 
+    def wait_for_store(self, job_id: str, outcome: JobOutcome, delay_s: float) -> None:
+        """Queue the same attempt again: its store did not answer. Not counted as an attempt, so an
+        outage, however long, never makes the job a dead letter."""
+        message = f"waiting for {outcome.waiting_for or 'its store'}, which does not answer: {outcome.message}"
+        with self._write_rows() as connection:
+            connection.execute(
+                update(JOBS)
+                .where(JOBS.c.id == job_id)
+                .values(
+                    message=message,
+                    status=JobState.QUEUED,
+                    started_at=None,
+                    not_before=utcnow() + timedelta(seconds=delay_s),
+                )
+            )
+
     def next_retry_time(self) -> datetime | None:
-        """When the earliest queued retry becomes due (None when no retry waits)."""
+        """When the earliest queued retry becomes due (None when none is due later than now).
+
+        A retry already due that has not started waits for room or for its store: what frees either
+        wakes the dispatcher, so a due time in the past is no reason to wake it again at once."""
         return self._read_one(
-            select(func.min(JOBS.c.not_before)).where(JOBS.c.status == JobState.QUEUED, JOBS.c.not_before.is_not(None))
+            select(func.min(JOBS.c.not_before)).where(JOBS.c.status == JobState.QUEUED, JOBS.c.not_before > utcnow())
         )
 
     def replay(self, service: str, job_ids: Iterable[str] = (), *, dead: bool = False) -> list[str]:

@@ -40,10 +40,12 @@ TERMINAL_STATES = frozenset(
 )
 FAILED_STATES = frozenset({JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED, JobState.DEAD})
 
-Failure = Literal["script", "timeout", "infrastructure", "input"]
+Failure = Literal["script", "timeout", "infrastructure", "input", "unavailable"]
 """Why an attempt failed: the script (non-zero exit), its time limit, the platform around it (storage,
-engine, image), or its input (the object vanished, an unsafe key). Only `infrastructure` is retried
-unless the service opts in to retrying script failures; `input` never is."""
+engine, image), its input (the object vanished, an unsafe key), or a store that did not answer at all
+(`unavailable`: down or restarting). Only `infrastructure` is retried unless the service opts in to
+retrying script failures; `input` never is. An `unavailable` job waits for its store, however long,
+and the wait is not an attempt: it never makes the job a dead letter."""
 
 OSCAR_STATUS = {
     JobState.QUEUED: "Pending",
@@ -95,6 +97,8 @@ class JobOutcome(BaseModel):
     response: bytes | None = None
     members: dict[str, JobOutcome] = Field(default_factory=dict)
     """A batch's outcome for each of its jobs (JobSpec.inputs), by job id."""
+    waiting_for: str | None = None
+    """With failure `unavailable`: the store that did not answer (`minio.default`, `s3.ceph`)."""
 
 
 class JobHandle(BaseModel):

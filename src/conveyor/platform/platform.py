@@ -17,7 +17,7 @@ import fcntl
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, Self
 
@@ -31,6 +31,7 @@ from conveyor.control.jobs import JobsDesk
 from conveyor.control.plane import ControlPlane
 from conveyor.control.status import StatusBoard, StoreFigures
 from conveyor.dispatch.dispatcher import Dispatcher
+from conveyor.dispatch.outages import Outage, Outages
 from conveyor.dispatch.retry import RetryPolicy
 from conveyor.errors import PlatformError
 from conveyor.events.base import SourceContext
@@ -42,7 +43,9 @@ from conveyor.events.sources import EventSources
 from conveyor.layout import DataLayout
 from conveyor.ledger.store import Ledger
 from conveyor.model.event import ObjectEvent, utcnow
+from conveyor.model.kinds import DEFAULT_PROVIDER
 from conveyor.platform.api_server import ApiServer
+from conveyor.platform.watchdog import StoreWatchdog
 from conveyor.settings import Settings
 from conveyor.storage.embedded import EmbeddedSeaweed, WebhookTarget, find_weed
 from conveyor.storage.registry import ProviderRegistry
@@ -54,11 +57,14 @@ log = logging.getLogger(__name__)
 SEAWEEDFS_WEBHOOK_PATH = "/conveyor/v1/events/seaweedfs"
 S3_EVENTS_PATH = "/conveyor/v1/events/s3"
 
-# Producers of work stop first, so nothing is handed to a component that is already gone.
+# Producers of work stop first, so nothing is handed to a component that is already gone; the
+# watchdog before them all, so that it starts no store that is being stopped.
 _SHUTDOWN_ORDER = (
+    ("watchdog", "stop"),
     ("sources", "stop"),
     ("reconciler", "stop"),
     ("dispatcher", "stop"),
+    ("outages", "stop"),
     ("backends", "close"),
     ("store", "stop"),
     ("api", "stop"),
@@ -69,9 +75,15 @@ _BUILT_ON_START = ("control", "catalog", "jobs", "intake", "index")
 """Parts with nothing to stop, dropped so that a stopped platform offers nothing."""
 
 
+Notice = Callable[[str, str], None]
+"""(level, message): what `conveyor up` prints as it happens (an outage, a recovery); level is
+`warning`, `note` or `error`."""
+
+
 class Platform:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, on_notice: Notice | None = None) -> None:
         self.settings = settings
+        self._on_notice = on_notice or _log_notice
         self.layout = DataLayout(settings.data_dir)
         self.warnings: list[str] = []
         self.adopted = 0
@@ -117,7 +129,8 @@ class Platform:
         self.backends = Backends.build(settings.enabled_backends, settings.backend, context)
         self.warnings += self.backends.notices()
         retry = RetryPolicy(settings.dispatch.retry_base_s, settings.dispatch.retry_max_s)
-        self.dispatcher = Dispatcher(self.ledger, self.backends, self.layout, retry)
+        self.outages = Outages(self.storage)
+        self.dispatcher = Dispatcher(self.ledger, self.backends, self.layout, retry, self.outages)
         self.intake = EventIntake(self.ledger, self.index, self.dispatcher.wake)
         self.sources = EventSources(SourceContext(self.intake, self.storage, self._receiver_url))
         self.catalog = ServiceCatalog(self.ledger, self.storage, self.sources, self.backends, self.store_access)
@@ -138,6 +151,7 @@ class Platform:
         )
         self.reconciler.start()
         self.sources.start()
+        self._watch_the_stores()
         self.started_at = utcnow()
         self.jobs = JobsDesk(self.ledger, self.dispatcher, self.layout, self.intake, self.storage, self.catalog)
         self.control = ControlPlane(
@@ -198,6 +212,39 @@ class Platform:
         }
         self.layout.platform_file.write_text(json.dumps(info, indent=2))
 
+    def _watch_the_stores(self) -> None:
+        """The embedded store is restarted when it exits; while any store is down, its jobs wait."""
+        self.outages.on_down(self._other_store_down)
+        self.outages.on_up(self._store_back)
+        self.outages.start()
+        self.watchdog = StoreWatchdog(
+            self.store, down=self._own_store_down, up=self._own_store_up, gave_up=self._own_store_given_up
+        )
+        self.watchdog.start()
+
+    def _own_store_down(self, reason: str) -> None:
+        self.outages.declare(DEFAULT_PROVIDER, reason)
+        self._on_notice("warning", f"{reason}; jobs wait until it is back")
+
+    def _own_store_up(self, reason: str) -> None:
+        self._on_notice("note", f"{reason}; jobs resume")
+        self.outages.clear(DEFAULT_PROVIDER)
+
+    def _own_store_given_up(self, reason: str) -> None:
+        self.outages.declare(DEFAULT_PROVIDER, reason)
+        self._on_notice("error", reason)
+
+    def _other_store_down(self, outage: Outage) -> None:
+        if outage.provider != DEFAULT_PROVIDER:  # the watchdog speaks for the platform's own store
+            self._on_notice("warning", f"{outage.provider} does not answer; the jobs that use it wait: {outage.reason}")
+
+    def _store_back(self, outage: Outage) -> None:
+        """Jobs held for the store start again; uploads whose notification the outage lost are looked for."""
+        if outage.provider != DEFAULT_PROVIDER:
+            self._on_notice("note", f"{outage.provider} answers again after {outage.seconds:.0f} s; its jobs resume")
+        self.dispatcher.wake()
+        self.reconciler.reconcile_soon()
+
     def _status_board(self) -> StatusBoard:
         return StatusBoard(
             backends=self.backends,
@@ -208,6 +255,8 @@ class Platform:
             started_at=self.started_at,
             running_jobs=lambda: self.dispatcher.inflight,
             warnings=self.warnings,
+            store_problem=lambda: self.watchdog.problem if "watchdog" in self.__dict__ else None,
+            outages=self.outages,
         )
 
     # ---- how the parts reach each other ---------------------------------------------------
@@ -252,3 +301,7 @@ class Platform:
 
     def _store_figures(self) -> StoreFigures:
         return StoreFigures(buckets=len(self.storage.default.list_buckets()), objects=self.store.object_count())
+
+
+def _log_notice(level: str, message: str) -> None:
+    log.log({"warning": logging.WARNING, "error": logging.ERROR}.get(level, logging.INFO), "%s", message)

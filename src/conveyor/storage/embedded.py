@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from conveyor.errors import PlatformError
+from conveyor.errors import PlatformError, StorageUnreachable
 from conveyor.host_processes import command_line_mentions, terminate
 
 # The HTTP ports weed mini listens on, besides S3's. Each component's gRPC port is its HTTP port
@@ -98,6 +99,11 @@ class EmbeddedSeaweed:
         self.start_timeout_s = start_timeout_s
         self._requested_s3_port = s3_port
         self._process: subprocess.Popen[bytes] | None = None
+        self._spawning = threading.Lock()
+        """Held while a weed is launched: `stop` from another thread then waits, and no weed outlives it."""
+        self._closed = True
+        self._log_offset = 0
+        """Where this weed's output starts in the log: a crash keeps what it wrote."""
         self.ports: dict[str, int] = {}
 
     @property
@@ -122,7 +128,7 @@ class EmbeddedSeaweed:
         try:
             volumes = httpx.get(volume, timeout=10).json().get("Volumes") or []
         except (httpx.HTTPError, ValueError) as error:
-            raise PlatformError(f"the store's volume server did not answer {volume}: {error}") from error
+            raise StorageUnreachable(f"the store's volume server did not answer {volume}: {error}") from error
         # Volumes of the collection "" hold the filer's own files; a bucket's objects live in its collection.
         return sum(max(0, v["FileCount"] - v["DeleteCount"]) for v in volumes if v.get("Collection"))
 
@@ -137,6 +143,7 @@ class EmbeddedSeaweed:
     def start(self) -> None:
         """Start weed and wait until it serves. A weed that dies while starting is started again,
         up to START_ATTEMPTS times: it has been seen to panic at start-up once in a long while."""
+        self._closed = False
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
                 self._start_once()
@@ -148,31 +155,55 @@ class EmbeddedSeaweed:
                         f"{self._log_tail()}"
                     ) from None
 
-    def _start_once(self) -> None:
+    def restart(self) -> None:
+        """Start weed again after it exited, on the same ports and data (clients and the platform's own
+        providers keep their endpoints). PlatformError when it cannot: a port taken, or no start."""
+        busy = [port for port in self.ports.values() if not port_is_free(port, self.host)]
+        if busy:
+            raise PlatformError(f"the store's ports {busy} are still taken; trying again")
+        self._remove_sockets()
+        try:
+            self._start_once(same_ports=True)
+        except _DiedStarting:
+            raise PlatformError(f"SeaweedFS exited while starting; see {self.log_path}") from None
+
+    def _start_once(self, *, same_ports: bool = False) -> None:
         for sub in ("data", "config", "logs"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._stop_orphan()
-        self.ports = self._choose_ports()
+        if not same_ports:
+            self.ports = self._choose_ports()
         self._write_config()
         command = [str(find_weed()), f"-logdir={self.root / 'logs'}", "mini", *self._mini_flags()]
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                command,
-                cwd=self.root / "config",  # weed reads notification.toml from its working directory
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C in a terminal must not reach weed before we stop it
-            )
-        self.pid_path.write_text(str(self._process.pid))
+        with self._spawning:
+            if self._closed:
+                raise PlatformError("the store was stopped while it was starting")
+            self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+            with self.log_path.open("ab") as log:
+                self._process = subprocess.Popen(
+                    command,
+                    cwd=self.root / "config",  # weed reads notification.toml from its working directory
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # Ctrl-C in a terminal must not reach weed before we stop it
+                )
+            self.pid_path.write_text(str(self._process.pid))
         try:
             self._wait_until_ready()
         except BaseException:
-            self.stop()
+            self._stop_process()
             raise
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        process, self._process = self._process, None
+        """Stop weed for good: a start or restart under way in another thread launches nothing more."""
+        with self._spawning:
+            self._closed = True
+        self._stop_process(timeout_s)
+
+    def _stop_process(self, timeout_s: float = 10.0) -> None:
+        with self._spawning:
+            process, self._process = self._process, None
         if process is None:
             return
         if process.poll() is None:
@@ -183,9 +214,18 @@ class EmbeddedSeaweed:
                 process.kill()
                 process.wait(5)
         self.pid_path.unlink(missing_ok=True)
+        self._remove_sockets()
+
+    def _remove_sockets(self) -> None:
+        """The unix sockets weed makes beside its S3 and filer ports; a weed that crashed leaves them."""
         for port_flag in ("s3.port", "filer.port"):
             kind = port_flag.split(".")[0]
             Path(f"/tmp/seaweedfs-{kind}-{self.ports.get(port_flag)}.sock").unlink(missing_ok=True)
+
+    @property
+    def is_closed(self) -> bool:
+        """Stopped on purpose (or never started): not running is then no crash."""
+        return self._closed
 
     def _stop_orphan(self) -> None:
         """A weed left running by a platform that was killed (kill -9) holds our ports and data: stop it."""
@@ -199,6 +239,20 @@ class EmbeddedSeaweed:
 
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        """How the last weed ended (negative: the signal that killed it); None while it runs."""
+        process = self._process
+        return None if process is None else process.poll()
+
+    def keep_crash_log(self) -> Path:
+        """What the weed that just exited wrote, in a file of its own under logs/ (crash-<time>.log)."""
+        path = self.root / "logs" / f"crash-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_offset)
+            path.write_bytes(f"weed exited with code {self.exit_code}\n".encode() + log.read())
+        return path
 
     # ---- configuration ---------------------------------------------------------------------
 

@@ -31,7 +31,14 @@ from urllib.parse import quote
 
 import httpx
 
-from conveyor.errors import ObjectNotFound, StorageAuthError, StorageError, StorageUnavailable, UnsafeKeyError
+from conveyor.errors import (
+    ObjectNotFound,
+    StorageAuthError,
+    StorageError,
+    StorageUnavailable,
+    StorageUnreachable,
+    UnsafeKeyError,
+)
 from conveyor.model.event import ObjectInfo, ObjectRef
 from conveyor.storage.base import StorageProvider
 
@@ -256,9 +263,12 @@ class KnownFolders:
 
 @contextmanager
 def mapped_http_errors(method: str, url: str) -> Iterator[None]:
-    """Transport failures become StorageUnavailable, naming the URL (which never holds a secret)."""
+    """Transport failures become StorageUnavailable (StorageUnreachable when no connection was made:
+    the server is down), naming the URL (which never holds a secret)."""
     try:
         yield
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise StorageUnreachable(f"{method} {url}: the server cannot be reached ({exc})") from exc
     except httpx.TransportError as exc:
         raise StorageUnavailable(f"{method} {url}: the server cannot be reached ({exc})") from exc
     except httpx.HTTPError as exc:

@@ -15,7 +15,14 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from conveyor.errors import BackendError, ConveyorError, ObjectNotFound, StorageError, UnsafeKeyError
+from conveyor.errors import (
+    BackendError,
+    ConveyorError,
+    ObjectNotFound,
+    StorageError,
+    StorageUnreachable,
+    UnsafeKeyError,
+)
 from conveyor.model.event import iso_z, utcnow
 from conveyor.model.job import Failure, JobOutcome, JobSpec, JobState
 from conveyor.runners.base import RunRecord, ScriptInvocation, ScriptResult, ScriptRunner
@@ -90,7 +97,7 @@ class Supervisor:
         try:
             outcome = body(log)
         except (StorageError, UnsafeKeyError, BackendError, ConveyorError, OSError) as error:
-            outcome = JobOutcome(state=JobState.FAILED, message=str(error), failure=failure_of(error))
+            outcome = failed_outcome(error)
         finally:
             if not self.keep_work_dirs:
                 shutil.rmtree(spec.work_dir, ignore_errors=True)
@@ -186,7 +193,7 @@ class Supervisor:
                 staged.append((member, self._stage_in(member, input_dir, log)))
             except (StorageError, UnsafeKeyError, ConveyorError, OSError) as error:
                 log.write("ERROR", f"job {member.job_id}: {error}")
-                failed[member.job_id] = JobOutcome(state=JobState.FAILED, message=str(error), failure=failure_of(error))
+                failed[member.job_id] = failed_outcome(error)
         return staged
 
     def _resume(self, spec: JobSpec, log: JobLog) -> JobOutcome:
@@ -239,9 +246,8 @@ class Supervisor:
             producer = {contract.PRODUCER_JOB_METADATA: spec.job_id, contract.PRODUCER_DEPTH_METADATA: str(spec.depth)}
             stored = stage_out(output_dir, spec.service.output, self.storage.lookup_for(spec.service), producer)
         except StageOutError as error:
-            return JobOutcome(
-                state=JobState.FAILED, exit_code=0, message=str(error), outputs=error.stored, failure="infrastructure"
-            )
+            outcome = failed_outcome(error)
+            return outcome.model_copy(update={"exit_code": 0, "outputs": error.stored})
         for info in stored:
             log.write("INFO", f"stored {info.ref.provider}:{info.ref}")
         return JobOutcome(
@@ -269,6 +275,9 @@ class Supervisor:
                 path = stage_in_object(event, self.storage.provider(event.ref.provider, spec.service), input_dir)
             except ObjectNotFound as error:
                 raise ObjectNotFound(f"stage-in failed: {event.ref} no longer exists: {error}") from error
+            except StorageUnreachable as error:
+                message = f"stage-in failed: could not download {event.ref}: {error}"
+                raise StorageUnreachable(message, provider=event.ref.provider) from error
             except StorageError as error:
                 raise StorageError(f"stage-in failed: could not download {event.ref}: {error}") from error
         elif spec.request_path is not None:
@@ -329,6 +338,22 @@ def _batch_event(inputs: list[JobSpec]) -> str | None:
     notification["Records"] = [record for event in events for record in event.to_s3_record()["Records"]]
     text = json.dumps(notification)
     return text if len(text) <= contract.EVENT_ENV_LIMIT else None
+
+
+def failed_outcome(error: Exception) -> JobOutcome:
+    """A failure around the script as an outcome; one whose store did not answer waits for that store."""
+    waiting_for = unreachable_store(error)
+    failure: Failure = "unavailable" if waiting_for else failure_of(error)
+    return JobOutcome(state=JobState.FAILED, message=str(error), failure=failure, waiting_for=waiting_for)
+
+
+def unreachable_store(error: Exception) -> str | None:
+    """The store a staging failure could not reach at all, when that is why it failed."""
+    if isinstance(error, StorageUnreachable):
+        return error.provider
+    if isinstance(error, StageOutError):
+        return error.unreachable
+    return None
 
 
 def failure_of(error: Exception) -> Failure:

@@ -18,7 +18,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from conveyor.errors import StorageError, UnsafeKeyError
+from conveyor.errors import StorageError, StorageUnreachable, UnsafeKeyError
 from conveyor.model.event import ObjectEvent, ObjectInfo, ObjectRef
 from conveyor.model.service import StorageIO
 from conveyor.storage.base import StorageProvider
@@ -28,11 +28,13 @@ ProviderLookup = Callable[[str], StorageProvider]
 
 
 class StageOutError(StorageError):
-    """Stage-out stopped part-way; `stored` lists what was uploaded before the failure."""
+    """Stage-out stopped part-way; `stored` lists what was uploaded before the failure, `unreachable`
+    names the output's store when it did not answer at all (the job then waits for it)."""
 
-    def __init__(self, message: str, stored: list[ObjectInfo]) -> None:
+    def __init__(self, message: str, stored: list[ObjectInfo], unreachable: str | None = None) -> None:
         super().__init__(message)
         self.stored = stored
+        self.unreachable = unreachable
 
 
 def safe_input_name(key: str) -> str:
@@ -107,6 +109,7 @@ def stage_out(
                     f"stage-out failed uploading {relative!r} to {output.storage_provider}:{ref}: {error}; "
                     f"{len(stored)} output(s) were stored before the failure",
                     stored,
+                    unreachable=output.storage_provider if isinstance(error, StorageUnreachable) else None,
                 ) from error
             stored.append(info)
     return stored

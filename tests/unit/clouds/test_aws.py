@@ -16,14 +16,16 @@ from botocore.client import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
     NoCredentialsError,
     ReadTimeoutError,
+    SSLError,
 )
 
 from conveyor.clouds.aws import AUTH_CODES, NOT_FOUND_CODES, error_code, error_message, mapped_errors
-from conveyor.errors import ObjectNotFound, StorageAuthError, StorageError, StorageUnavailable
+from conveyor.errors import ObjectNotFound, StorageAuthError, StorageError, StorageUnavailable, StorageUnreachable
 from conveyor.events.base import SourceContext
 from conveyor.events.sns import _Store
 from conveyor.events.sqs import WAIT_S, SqsSource
@@ -128,15 +130,25 @@ def test_code_and_message_of_a_refusal() -> None:
 
 
 @pytest.mark.parametrize(
-    "error", [EndpointConnectionError(endpoint_url=ENDPOINT), ConnectTimeoutError(endpoint_url=ENDPOINT)]
+    "error",
+    [
+        EndpointConnectionError(endpoint_url=ENDPOINT),
+        ConnectTimeoutError(endpoint_url=ENDPOINT),
+        ConnectionClosedError(endpoint_url=ENDPOINT),
+    ],
 )
-def test_a_store_that_cannot_be_reached_is_unavailable(error: BotoCoreError) -> None:
+def test_a_store_that_cannot_be_reached_is_unreachable(error: BotoCoreError) -> None:
+    """No connection at all: the store is down, and the jobs that need it wait for it."""
     raised = mapped(error)
-    assert type(raised) is StorageUnavailable
+    assert type(raised) is StorageUnreachable
+    assert isinstance(raised, StorageUnavailable)
     assert str(raised) == f"{WHERE}: the store cannot be reached ({error})"
 
 
-@pytest.mark.parametrize("error", [NoCredentialsError(), ReadTimeoutError(endpoint_url=ENDPOINT)])
+@pytest.mark.parametrize(
+    "error",
+    [NoCredentialsError(), ReadTimeoutError(endpoint_url=ENDPOINT), SSLError(endpoint_url=ENDPOINT, error="bad cert")],
+)
 def test_any_other_botocore_error_is_a_plain_storage_error(error: BotoCoreError) -> None:
     raised = mapped(error)
     assert type(raised) is StorageError

@@ -19,12 +19,15 @@ import pytest
 from conveyor.backends.base import Backend, BackendContext
 from conveyor.backends.registry import Backends
 from conveyor.dispatch.dispatcher import Dispatcher
+from conveyor.dispatch.outages import Outages
 from conveyor.dispatch.retry import RetryPolicy
 from conveyor.layout import DataLayout
 from conveyor.ledger.store import Ledger
 from conveyor.model.event import ObjectEvent, ObjectRef
 from conveyor.model.job import JobHandle, JobOutcome, JobRecord, JobSpec, JobState, JobStatus
 from conveyor.model.service import Service
+from conveyor.storage.local import LocalProvider, LocalSettings
+from conveyor.storage.registry import ProviderRegistry
 
 FAST_RETRY = RetryPolicy(base_s=0.05, max_s=0.1)
 
@@ -381,3 +384,52 @@ def test_a_synchronous_caller_gets_the_outcome(world: Callable[..., World], tmp_
     assert backend.running[job].sync and backend.running[job].request_path == tmp_path / "body"
     backend.finish(job, SUCCESS.model_copy(update={"response": b"HELLO"}))
     assert waiter.result(timeout=5).response == b"HELLO"
+
+
+# ---- stores that do not answer -----------------------------------------------------------------
+
+UNREACHABLE = JobOutcome(
+    state=JobState.FAILED, failure="unavailable", waiting_for="minio.default", message="connection refused"
+)
+
+
+def test_a_job_whose_store_does_not_answer_waits_without_using_its_retries(world: Callable[..., World]) -> None:
+    w = world({"local": (backend := HandBackend())})
+    w.deploy(make_service("patient", retries=0))
+    [job] = w.upload("patient", "a")
+    w.dispatcher.retry = RetryPolicy(base_s=0.05, max_s=0.1, wait_s=0.01)
+    w.dispatcher.start()
+
+    for tries in range(1, 6):
+        eventually(lambda tries=tries: len(backend.submitted) == tries and job in backend.running)
+        backend.finish(job, UNREACHABLE)
+    eventually(lambda: len(backend.submitted) == 6 and job in backend.running)
+    assert {spec.attempt for spec in backend.submitted} == {1}, "waiting is not an attempt"
+    assert w.job(job).message.startswith("waiting for minio.default, which does not answer")
+    backend.finish(job, SUCCESS)
+    assert eventually(lambda: w.state(job) == JobState.SUCCEEDED)
+
+
+def test_the_jobs_of_a_service_whose_store_is_down_stay_queued_until_it_is_back(
+    world: Callable[..., World], tmp_path: Path
+) -> None:
+    outages = Outages(ProviderRegistry(LocalProvider(LocalSettings(path=str(tmp_path)))))
+    w = world({"local": (backend := HandBackend(slots=4))})
+    w.dispatcher.outages = outages
+    outages.on_up(lambda _outage: w.dispatcher.wake())
+    w.deploy(
+        make_service("held"),
+        make_service(
+            "elsewhere", input=[{"path": "other/in", "storage_provider": "s3.x"}], storage_providers={"s3": {"x": {}}}
+        ),
+    )
+    outages.declare("minio.default", "the embedded store exited")
+    held = w.upload("held", "a", "b")
+    [free] = w.upload("elsewhere", "a")
+    w.dispatcher.start()
+
+    eventually(lambda: free in backend.running)
+    time.sleep(0.2)
+    assert all(w.state(job) == JobState.QUEUED for job in held)
+    outages.clear("minio.default")
+    eventually(lambda: set(held) <= set(backend.running))

@@ -36,6 +36,8 @@ def failed(failure: Failure | None, state: JobState = JobState.FAILED) -> JobOut
         (failed("timeout", JobState.TIMED_OUT), {"retries": 5}, 1, Decision.FINISH),
         (failed("script"), {"retries": 1, "retry_script_failures": True}, 1, Decision.RETRY),
         (failed("timeout", JobState.TIMED_OUT), {"retries": 1, "retry_script_failures": True}, 2, Decision.DEAD),
+        (failed("unavailable"), {"retries": 0}, 1, Decision.WAIT),
+        (failed("unavailable"), {"retries": 2}, 40, Decision.WAIT),
     ],
 )
 def test_decide(outcome: JobOutcome, fields: dict[str, Any], attempt: int, decision: Decision) -> None:

@@ -767,3 +767,29 @@ def test_has_event_and_service_created_at(ledger: Ledger) -> None:
     created_at = ledger.service_created_at("grayify")
     assert created_at is not None and before <= created_at <= datetime.now(UTC)
     assert ledger.service_created_at("nobody") is None
+
+
+def test_a_retry_already_due_is_no_reason_to_wake_again(ledger: Ledger) -> None:
+    """Due and not started means no room or its store is down: what frees either wakes the dispatcher."""
+    due, later = (ledger.create_request_job("grayify", "/r", sync=False) for _ in range(2))
+    failed = JobOutcome(state=JobState.FAILED, exit_code=1)
+    ledger.retry_later(due, failed, 0)
+    assert ledger.next_retry_time() is None
+    ledger.retry_later(later, failed, 60)
+    assert ledger.next_retry_time() == ledger.fetch_job(later).not_before  # type: ignore[union-attr]
+
+
+def test_waiting_for_a_store_queues_the_same_attempt_again(ledger: Ledger) -> None:
+    job = ledger.create_request_job("grayify", "/r", sync=False)
+    assert ledger.mark_running(job)
+    unreachable = JobOutcome(
+        state=JobState.FAILED, failure="unavailable", waiting_for="s3.ceph", message="connection refused"
+    )
+
+    ledger.wait_for_store(job, unreachable, 1.0)
+
+    record = ledger.fetch_job(job)
+    assert record is not None
+    assert (record.state, record.attempt, record.started_at) == (JobState.QUEUED, 1, None)
+    assert record.message == "waiting for s3.ceph, which does not answer: connection refused"
+    assert record.not_before is not None

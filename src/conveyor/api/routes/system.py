@@ -6,7 +6,7 @@ import platform as host
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 
 from conveyor import __version__
 from conveyor.api.deps import AdminDep, StatusDep
@@ -20,6 +20,25 @@ router = APIRouter()
 @router.get("/health", response_class=PlainTextResponse, tags=["system"])
 def health() -> str:
     return "Ok"
+
+
+@router.get("/ready", response_class=PlainTextResponse, tags=["system"], responses={503: {"description": "not ready"}})
+def ready(status: StatusDep) -> Response:
+    """Readiness, open as `/health` is (probes carry no credentials): 200 `ready` while the platform's
+    store, the ledger and every backend answer, else 503 naming the parts that do not; the reasons are
+    in `/conveyor/v1/health`. `/health` is liveness: the process answers."""
+    readiness = status.readiness()
+    if readiness.ready:
+        return PlainTextResponse("ready")
+    parts = ", ".join(readiness.problems)
+    return PlainTextResponse(f"not ready: {parts}", status_code=503, headers={"Retry-After": "5"})
+
+
+@router.get("/conveyor/v1/health", dependencies=[AdminDep], tags=["conveyor"])
+def health_report(status: StatusDep) -> dict[str, Any]:
+    """Readiness with its reasons, and the stores behind services that do not answer (their jobs wait)."""
+    readiness = status.readiness()
+    return {"ready": readiness.ready, "problems": readiness.problems, "waiting_for_stores": readiness.waiting}
 
 
 @router.get("/system/info", dependencies=[AdminDep], tags=["system"])

@@ -403,6 +403,12 @@ class SlurmBackend(Backend):
         except SlurmUnavailable:
             return False
 
+    def problem(self) -> str | None:
+        down_since = self._controller_down_since
+        if down_since is None:
+            return None
+        return f"Slurm's controller has not answered for {time.monotonic() - down_since:.0f} s; jobs wait in Slurm"
+
     def _note_controller_down(self, error: SlurmUnavailable) -> None:
         if self._controller_down_since is None:
             self._controller_down_since = time.monotonic()

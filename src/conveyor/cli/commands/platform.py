@@ -1,15 +1,18 @@
-"""`conveyor up`: the embedded platform in the foreground."""
+"""`conveyor up`: the embedded platform in the foreground; `conveyor status`: whether it is ready."""
 
 from __future__ import annotations
 
 import signal
 import threading
+import time
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from conveyor.cli import render
 from conveyor.cli.app import context
+from conveyor.cli.client import CliError
+from conveyor.cli.options import JsonOption
 from conveyor.settings import Runtime
 
 if TYPE_CHECKING:
@@ -40,7 +43,7 @@ def up(
     from conveyor.platform.platform import Platform  # the whole server: loaded only to run it
 
     settings = context(ctx).settings(**overrides)
-    platform = Platform(settings)
+    platform = Platform(settings, on_notice=_print_notice)
     render.note(f"starting Conveyor in {settings.data_dir} ...")
     platform.start()
     try:
@@ -87,6 +90,15 @@ def _print_endpoints(platform: Platform) -> None:
     render.note("Ctrl-C to stop")
 
 
+def _print_notice(level: str, message: str) -> None:
+    """An outage or a recovery, as it happens, with the time: the operator sees both."""
+    stamped = f"{time.strftime('%H:%M:%S')} {message}"
+    if level == "note":
+        render.note(stamped)
+    else:
+        render.warn(stamped)
+
+
 def _wait_for_stop_signal() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -95,5 +107,35 @@ def _wait_for_stop_signal() -> None:
         pass
 
 
+STATUS_HELP = """Whether the platform is ready, and if not, why: its store (restarting after a crash?),
+its ledger, its backends; which stores behind services do not answer (their jobs wait); what runs.
+Exits 1 when the platform is not ready, so scripts can wait on it.
+
+**Example**: conveyor status --json
+"""
+
+
+def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    with context(ctx).client() as client:
+        health = client.health()
+        if health is None:
+            raise CliError("this is an OSCAR cluster: it reports no readiness (try GET /system/status)")
+        summary = client.expect_ok("GET", "/conveyor/v1/status").json()
+    if as_json:
+        render.print_json(health | {"jobs_running": summary.get("jobs_running"), "backends": summary.get("backends")})
+    else:
+        render.out.print("ready" if health["ready"] else "NOT ready")
+        for part, why in health["problems"].items():
+            render.warn(f"{part}: {why}")
+        for store, why in health["waiting_for_stores"].items():
+            render.warn(f"{store} does not answer; the jobs that use it wait: {why}")
+        for kind, line in summary.get("backends", {}).items():
+            render.out.print(f"backend {kind}: {line}")
+        render.out.print(f"jobs running: {summary.get('jobs_running', 0)}")
+    if not health["ready"]:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.command(help=UP_HELP)(up)
+    app.command(help=STATUS_HELP)(status)

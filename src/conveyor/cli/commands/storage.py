@@ -6,8 +6,9 @@ keys, and `/system/config` hands them to OSCAR clients.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import astuple
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -19,7 +20,7 @@ from conveyor.cli import render
 from conveyor.cli.app import context
 from conveyor.cli.client import CliError
 from conveyor.cli.options import JsonOption
-from conveyor.errors import StorageError
+from conveyor.errors import StorageError, StorageUnreachable
 from conveyor.model.event import ObjectRef
 from conveyor.model.kinds import DEFAULT_PROVIDER, ProviderId
 from conveyor.storage.base import StorageProvider
@@ -126,7 +127,7 @@ def put(
         raise CliError("give at least one local file and a destination, e.g. conveyor put a.jpg bucket/in/", 2)
     *sources, destination = paths
     plan = _upload_plan([Path(source) for source in sources], destination)
-    with _open_store(ctx, plan[0][1].provider, fdl) as store:
+    with _outage_explained(ctx, plan[0][1].provider), _open_store(ctx, plan[0][1].provider, fdl) as store:
         store.ensure_bucket(plan[0][1].bucket)
         stored = _transfer(plan, lambda item: store.upload(*item), "uploading", quiet=as_json)
     if as_json:
@@ -144,9 +145,27 @@ def _transfer(items: list[T], action: Callable[[T], R], description: str, *, qui
             for result in pool.map(action, items):
                 results.append(result)
                 bar.advance(task)
+        except StorageUnreachable:
+            raise  # _outage_explained says why
         except StorageError as error:
             raise CliError(f"{description} stopped: {error}") from None
     return results
+
+
+@contextmanager
+def _outage_explained(ctx: typer.Context, provider: str) -> Iterator[None]:
+    """A store that does not answer, said in one line: for the platform's own store, why (it may be
+    restarting), as the platform knows it."""
+    try:
+        yield
+    except StorageUnreachable as error:
+        if provider != DEFAULT_PROVIDER:
+            raise CliError(f"{provider} does not answer: {error}") from None
+        with context(ctx).client() as client:
+            reason = client.store_problem()
+        if reason is None:
+            raise CliError(f"the platform's store does not answer: {error}") from None
+        raise CliError(f"the platform's store does not answer: {reason}; try again in a moment") from None
 
 
 def get(
@@ -158,7 +177,7 @@ def get(
     fdl: FdlOption = None,
 ) -> None:
     ref = _parse_ref(source)
-    with _open_store(ctx, ref.provider, fdl) as store:
+    with _outage_explained(ctx, ref.provider), _open_store(ctx, ref.provider, fdl) as store:
         if source.endswith("/") or not ref.key:
             plan = _download_plan(store, ref, destination)
         else:
@@ -194,13 +213,16 @@ def ls(
 ) -> None:
     provider = path[:-1] if path and path.endswith(":") else None
     ref = None if path is None or provider else _parse_ref(path)
-    with _open_store(ctx, provider or (ref.provider if ref else DEFAULT_PROVIDER), fdl) as store:
+    chosen = provider or (ref.provider if ref else DEFAULT_PROVIDER)
+    with _outage_explained(ctx, chosen), _open_store(ctx, chosen, fdl) as store:
         try:
             if ref is None:
                 buckets = store.list_buckets()
                 render.print_json(buckets) if as_json else render.table(None, ["bucket"], [(b,) for b in buckets])
                 return
             objects = [info for info in store.list(ref.bucket, ref.key) if not info.ref.key.endswith("/")]
+        except StorageUnreachable:
+            raise
         except StorageError as error:
             raise CliError(str(error), exit_code=2 if "NoSuchBucket" in str(error) else 1) from None
     if as_json:
