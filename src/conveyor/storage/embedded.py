@@ -17,6 +17,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +46,18 @@ class _DiedStarting(Exception):
 class WebhookTarget:
     url: str
     bearer_token: str
+
+
+@contextmanager
+def _stop_signals_deferred() -> Iterator[None]:
+    """Ctrl-C or SIGTERM waits until weed is launched and its process recorded: a stop signal in between
+    would unwind past a weed that nothing then knows to stop."""
+    deferred = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def find_weed() -> Path:
@@ -175,7 +189,7 @@ class EmbeddedSeaweed:
             self.ports = self._choose_ports()
         self._write_config()
         command = [str(find_weed()), f"-logdir={self.root / 'logs'}", "mini", *self._mini_flags()]
-        with self._spawning:
+        with self._spawning, _stop_signals_deferred():
             if self._closed:
                 raise PlatformError("the store was stopped while it was starting")
             self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0

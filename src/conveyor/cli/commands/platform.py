@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -45,12 +46,15 @@ def up(
     settings = context(ctx).settings(**overrides)
     platform = Platform(settings, on_notice=_print_notice)
     render.note(f"starting Conveyor in {settings.data_dir} ...")
-    platform.start()
+    _on_stop_signals(_interrupt_start)  # unwinds start(), which stops what it had started
     try:
+        platform.start()
         _print_endpoints(platform)
         _wait_for_stop_signal()
         render.note("stopping ...")
     finally:
+        # A second Ctrl-C (or a SIGTERM) while stopping would leave the store running: stopping goes on.
+        _on_stop_signals(lambda: render.note("still stopping ..."))
         platform.stop()
     render.note("stopped")
 
@@ -101,10 +105,20 @@ def _print_notice(level: str, message: str) -> None:
 
 def _wait_for_stop_signal() -> None:
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    _on_stop_signals(stop.set)
     while not stop.wait(3600):
         pass
+
+
+def _on_stop_signals(action: Callable[[], None]) -> None:
+    """What Ctrl-C (SIGINT) and SIGTERM do from now on."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: action())
+
+
+def _interrupt_start() -> None:
+    """A stop signal while starting: an exception in the main thread, where start() runs."""
+    raise KeyboardInterrupt
 
 
 STATUS_HELP = """Whether the platform is ready, and if not, why: its store (restarting after a crash?),
