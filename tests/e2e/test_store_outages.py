@@ -10,7 +10,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,7 +18,7 @@ import pytest
 from conveyor.errors import StorageError
 from conveyor.model.job import JobState
 from conveyor.platform.platform import Platform
-from conveyor.storage.embedded import EmbeddedSeaweed, WebhookTarget
+from conveyor.storage.embedded import EmbeddedSeaweed
 from tests.conftest import PlatformFactory
 from tests.support.cli import Cli, cli_environment
 from tests.support.platform import keys_under, put_text, service, wait_for_jobs
@@ -135,28 +134,13 @@ def test_the_embedded_store_killed_mid_burst_is_restarted_and_each_file_runs_onc
     assert answer.json() == {"ready": True, "problems": {}, "waiting_for_stores": {}}
 
 
-@pytest.fixture
-def outside_store(tmp_path: Path) -> Iterator[EmbeddedSeaweed]:
-    """A second S3 store, apart from the platform: the one a service writes its results to."""
-    store = EmbeddedSeaweed(
-        tmp_path / "outside",
-        s3_port=0,
-        access_key="outsidekey",
-        secret_key="outsidesecret",
-        webhook=WebhookTarget("http://127.0.0.1:9/nowhere", "unused"),
-    )
-    store.start()
-    try:
-        yield store
-    finally:
-        store.stop()
-
-
 def test_jobs_wait_while_the_store_they_write_to_is_down_and_finish_when_it_is_back(
-    make_platform: PlatformFactory, outside_store: EmbeddedSeaweed
+    make_platform: PlatformFactory, seaweedfs: EmbeddedSeaweed
 ) -> None:
+    """`seaweedfs` is a second store, apart from the platform's: the one the service writes its results to."""
+    outside_store = seaweedfs
     platform = make_platform(dispatch=FAST_RETRIES)
-    outside = {"endpoint": outside_store.s3_endpoint, "access_key": "outsidekey", "secret_key": "outsidesecret"}
+    outside = {"endpoint": outside_store.s3_endpoint, "access_key": "testkey", "secret_key": "testsecret"}
     platform.catalog.apply(
         [
             service(
