@@ -80,10 +80,10 @@ class Backends:
         return self._enabled.get(kind)
 
     def items(self) -> Iterator[tuple[str, Backend]]:
-        return iter(list(self._enabled.items()))
+        return iter(self._enabled.items())  # built once, never changed: no copy needed
 
     def __iter__(self) -> Iterator[Backend]:
-        return iter(list(self._enabled.values()))
+        return iter(self._enabled.values())
 
     def __len__(self) -> int:
         return len(self._enabled)

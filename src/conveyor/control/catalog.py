@@ -36,7 +36,7 @@ from conveyor.events.sources import EventSources
 from conveyor.ledger.store import Ledger
 from conveyor.model.job import JobState
 from conveyor.model.kinds import DEFAULT_PROVIDER
-from conveyor.model.service import Service, StorageIO
+from conveyor.model.service import Service
 from conveyor.storage.base import StorageProvider
 from conveyor.storage.registry import ProviderRegistry
 
@@ -128,7 +128,7 @@ class ServiceCatalog:
         return sorted(
             service.name
             for service in self.services()
-            if any(io.bucket == bucket and io.storage_provider == DEFAULT_PROVIDER for io in _paths(service))
+            if any(io.bucket == bucket and io.storage_provider == DEFAULT_PROVIDER for io in service.paths)
         )
 
     # ---- changing -----------------------------------------------------------------------------
@@ -245,7 +245,7 @@ def _prepare_storage(service: Service, storage: ProviderRegistry, created: list[
 
     Buckets made here are appended to `created`, so a failed deployment can remove them again.
     """
-    for io in _paths(service):
+    for io in service.paths:
         provider = storage.provider(io.storage_provider, service)
         if provider.ensure_bucket(io.bucket):
             created.append((provider, io.bucket))
@@ -257,10 +257,6 @@ def _remove_buckets(created: list[tuple[StorageProvider, str]]) -> None:
     for provider, bucket in reversed(created):
         with contextlib.suppress(StorageError):
             provider.delete_bucket(bucket)
-
-
-def _paths(service: Service) -> tuple[StorageIO, ...]:
-    return (*service.input, *service.output)
 
 
 def _input_paths(service: Service | None) -> set[tuple[str, str]]:

@@ -72,7 +72,7 @@ class Outages:
 
     def report(self, provider: str, service: Service, reason: str) -> None:
         """A job of `service` could not reach `provider`."""
-        bucket = next((io.bucket for io in (*service.input, *service.output) if io.storage_provider == provider), None)
+        bucket = next((io.bucket for io in service.paths if io.storage_provider == provider), None)
         self._mark_down(Outage(provider, reason, service=service, bucket=bucket or PROBE_BUCKET))
 
     def declare(self, provider: str, reason: str) -> None:
@@ -94,7 +94,7 @@ class Outages:
             return None
         with self._lock:
             return next(
-                (io.storage_provider for io in (*service.input, *service.output) if io.storage_provider in self._down),
+                (io.storage_provider for io in service.paths if io.storage_provider in self._down),
                 None,
             )
 

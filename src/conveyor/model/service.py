@@ -311,7 +311,7 @@ class Service(BaseModel):
     @model_validator(mode="after")
     def _prefix_bare_paths(self) -> Service:
         """OSCAR puts a bucket-less minio/s3 path into a bucket named after the service."""
-        for io in (*self.input, *self.output):
+        for io in self.paths:
             if io.kind in ("minio", "s3") and "/" not in io.path:
                 if not _BUCKET_RE.match(self.name):
                     raise ValueError(
@@ -320,6 +320,11 @@ class Service(BaseModel):
                     )
                 io.path = f"{self.name}/{io.path}"
         return self
+
+    @property
+    def paths(self) -> tuple[StorageIO, ...]:
+        """Every path the service reads or writes: its inputs, then its outputs."""
+        return (*self.input, *self.output)
 
     def provider_settings(self, provider: str) -> dict[str, Any] | None:
         """The `storage_providers.<kind>.<id>` settings `provider` names (None when undefined)."""

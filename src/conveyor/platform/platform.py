@@ -255,7 +255,7 @@ class Platform:
             started_at=self.started_at,
             running_jobs=lambda: self.dispatcher.inflight,
             warnings=self.warnings,
-            store_problem=lambda: self.watchdog.problem if "watchdog" in self.__dict__ else None,
+            store_problem=lambda: self.watchdog.problem,
             outages=self.outages,
         )
 
