@@ -239,8 +239,8 @@ class Dispatcher:
                 outcome = outcome.model_copy(update={"state": JobState.CANCELLED, "message": "cancelled on request"})
         decision = self.retry.decide(outcome, spec.service, spec.attempt)
         if decision == Decision.WAIT:
-            if self.outages is not None and outcome.waiting_for:
-                self.outages.report(outcome.waiting_for, spec.service, outcome.message)
+            if self.outages is not None and (store := outcome.waiting_for_store):
+                self.outages.report(store, spec.service, outcome.message)
             self.ledger.wait_for_store(spec.job_id, outcome, self.retry.wait_s)
             self._next_retry = min(self._next_retry or float("inf"), time.monotonic() + self.retry.wait_s)
             return None

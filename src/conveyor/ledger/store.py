@@ -323,9 +323,9 @@ class Ledger:
             )
 
     def wait_for_store(self, job_id: str, outcome: JobOutcome, delay_s: float) -> None:
-        """Queue the same attempt again: its store did not answer. Not counted as an attempt, so an
-        outage, however long, never makes the job a dead letter."""
-        message = f"waiting for {outcome.waiting_for or 'its store'}, which does not answer: {outcome.message}"
+        """Queue the same attempt again: its store (or engine, or disk) was not there. Not counted as an
+        attempt, so an outage, however long, never makes the job a dead letter."""
+        message = f"waiting for {outcome.awaited()}: {outcome.message}"
         with self._write_rows() as connection:
             connection.execute(
                 update(JOBS)

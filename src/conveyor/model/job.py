@@ -43,9 +43,16 @@ FAILED_STATES = frozenset({JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELL
 Failure = Literal["script", "timeout", "infrastructure", "input", "unavailable"]
 """Why an attempt failed: the script (non-zero exit), its time limit, the platform around it (storage,
 engine, image), its input (the object vanished, an unsafe key), or a store that did not answer at all
-(`unavailable`: down or restarting). Only `infrastructure` is retried unless the service opts in to
-retrying script failures; `input` never is. An `unavailable` job waits for its store, however long,
-and the wait is not an attempt: it never makes the job a dead letter."""
+(`unavailable`: down or restarting; also the container engine, or a full disk under the data
+directory). Only `infrastructure` is retried unless the service opts in to retrying script failures;
+`input` never is. An `unavailable` job waits for what it needs, however long, and the wait is not an
+attempt: it never makes the job a dead letter."""
+
+ENGINE = "engine"
+"""`JobOutcome.waiting_for` when the backend's container engine did not answer."""
+DISK = "disk"
+"""`JobOutcome.waiting_for` when the disk under the data directory is full."""
+_AWAITED = {ENGINE: "the container engine, which does not answer", DISK: "free space under the data directory"}
 
 OSCAR_STATUS = {
     JobState.QUEUED: "Pending",
@@ -98,7 +105,16 @@ class JobOutcome(BaseModel):
     members: dict[str, JobOutcome] = Field(default_factory=dict)
     """A batch's outcome for each of its jobs (JobSpec.inputs), by job id."""
     waiting_for: str | None = None
-    """With failure `unavailable`: the store that did not answer (`minio.default`, `s3.ceph`)."""
+    """With failure `unavailable`: what did not answer: a store (`minio.default`, `s3.ceph`), ENGINE or DISK."""
+
+    @property
+    def waiting_for_store(self) -> str | None:
+        """The store the job waits for (None when it waits for the engine or the disk, or nothing)."""
+        return None if self.waiting_for in _AWAITED else self.waiting_for
+
+    def awaited(self) -> str:
+        """What the job waits for, in words."""
+        return _AWAITED.get(self.waiting_for or "", f"{self.waiting_for or 'its store'}, which does not answer")
 
 
 class JobHandle(BaseModel):
