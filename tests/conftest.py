@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from conveyor.backends.base import Notice
 from conveyor.platform.platform import Platform
 from conveyor.settings import Settings
 from conveyor.storage.embedded import EmbeddedSeaweed, WebhookTarget
@@ -86,6 +87,7 @@ def make_platform(tmp_path: Path) -> Iterator[PlatformFactory]:
         slurm: dict[str, Any] | None = None,
         backend: str = "local",
         storage: dict[str, Any] | None = None,
+        on_notice: Notice | None = None,
         **local: Any,
     ) -> Platform:
         settings = Settings(
@@ -97,7 +99,7 @@ def make_platform(tmp_path: Path) -> Iterator[PlatformFactory]:
             backend=backend,
             **({"slurm": {"enabled": True, **slurm}} if slurm is not None else {}),
         )
-        platform = Platform(settings)
+        platform = Platform(settings, on_notice=on_notice)
         platform.start()
         started.append(platform)
         return platform

@@ -20,6 +20,8 @@
     │                               down, and jobs wait for it instead of failing
     ├── BackendError             anything an execution backend could not do
     │   ├── BackendUnavailable   the engine is not reachable; the message says what to fix
+    │   │   └── EngineUnreachable  the container engine stopped answering under running jobs: they
+    │   │                          wait for it instead of failing
     │   ├── ImageError           the image cannot be found or pulled
     │   └── SubmitError          the backend refused a job
     ├── UnsafeKeyError           an object key that would escape the job's directory
@@ -143,6 +145,10 @@ class BackendError(ConveyorError):
 
 
 class BackendUnavailable(BackendError):
+    pass
+
+
+class EngineUnreachable(BackendUnavailable):
     pass
 
 

@@ -22,6 +22,7 @@ from conveyor.storage.embedded import EmbeddedSeaweed
 from tests.conftest import PlatformFactory
 from tests.support.cli import Cli, cli_environment
 from tests.support.platform import keys_under, put_text, service, wait_for_jobs
+from tests.support.readiness import ReadinessLog
 
 pytestmark = pytest.mark.e2e
 
@@ -34,44 +35,6 @@ FAST_RETRIES = {"retry_base_s": 0.1, "retry_max_s": 0.2}
 
 def admin(platform: Platform) -> tuple[str, str]:
     return platform.credentials.admin_user, platform.credentials.admin_password
-
-
-class ReadinessLog:
-    """GET /ready every 50 ms in a thread: what a load balancer's probe would have seen."""
-
-    def __init__(self, api_url: str) -> None:
-        self.api_url = api_url
-        self.seen: list[tuple[float, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._probe, daemon=True)
-
-    def __enter__(self) -> ReadinessLog:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _probe(self) -> None:
-        with httpx.Client(timeout=2) as client:
-            while not self._stop.wait(0.05):
-                try:
-                    self.seen.append((time.monotonic(), client.get(self.api_url + "/ready").status_code))
-                except httpx.HTTPError:
-                    self.seen.append((time.monotonic(), 0))
-
-    def ready_again_after(self, moment: float, timeout_s: float = 60) -> float:
-        """Seconds from `moment` until /ready answered 200 again (after having said 503)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            after = [(t, code) for t, code in self.seen if t >= moment]
-            down = next((t for t, code in after if code == 503), None)
-            up = next((t for t, code in after if down is not None and t > down and code == 200), None)
-            if up is not None:
-                return up - moment
-            time.sleep(0.05)
-        raise AssertionError(f"/ready did not go 503 then 200 within {timeout_s} s: {self.seen[-20:]}")
 
 
 def put_until_stored(platform: Platform, path: str, text: str, timeout_s: float = 120) -> None:

@@ -86,6 +86,9 @@ class Engine:
     state_dir: Path
     log_path: Path
     timings: dict[str, float] = field(default_factory=dict)
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
 
     def client(self, timeout: int = 120) -> docker.DockerClient:
         """A new Docker SDK client for this engine (API version negotiated). The caller must close() it."""
@@ -202,13 +205,15 @@ def _daemon(
     log_path = base_dir.resolve() / f"{name}.log"
     started = time.monotonic()
     process = _spawn(argv, log_path, env)
-    engine = Engine(name, f"unix://{socket_path}", process.pid, socket_path, state, log_path)
+    engine = Engine(name, f"unix://{socket_path}", process.pid, socket_path, state, log_path, argv=argv, env=env)
+    engine.process = process
     try:
         _wait_ready(engine, process)
         engine.timings["ready_s"] = time.monotonic() - started
         yield engine
     finally:
         stopping = time.monotonic()
+        process = engine.process  # restart_engine() may have replaced it
         if process.poll() is None:
             _remove_all_containers(engine)
         _stop_process(process)
@@ -217,6 +222,19 @@ def _daemon(
         _kill_leftover_containers(state)
         _kill_processes_mentioning(state)
         engine.timings["stop_s"] = time.monotonic() - stopping
+
+
+def restart_engine(engine: Engine, *, pause_s: float = 0.0) -> float:
+    """Stop the engine as an operator's restart does (SIGTERM, wait), then start it again with the same
+    command line, socket and state after `pause_s`. Returns the seconds it was away."""
+    assert engine.process is not None
+    stopped = time.monotonic()
+    _stop_process(engine.process)
+    time.sleep(pause_s)
+    engine.process = _spawn(engine.argv, engine.log_path, engine.env)
+    engine.pid = engine.process.pid
+    _wait_ready(engine, engine.process)
+    return time.monotonic() - stopped
 
 
 def _spawn(argv: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -11,6 +11,7 @@ stays UNKNOWN, never "finished".
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,16 @@ if TYPE_CHECKING:
     from conveyor.storage.registry import ProviderRegistry
     from conveyor.storage.s3 import S3Credentials
 
+log = logging.getLogger(__name__)
+
 Listener = Callable[[], None]
+Notice = Callable[[str, str], None]
+"""(level, message): what `conveyor up` prints as it happens; level is `warning`, `note` or `error`."""
+
+
+def log_notice(level: str, message: str) -> None:
+    """Without a platform to print notices, the backend's own log has them."""
+    log.log({"warning": logging.WARNING, "error": logging.ERROR}.get(level, logging.INFO), "%s", message)
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,8 @@ class BackendContext:
     """The stores jobs read and write, for backends whose supervisor runs in this process."""
     platform_store: S3Credentials
     """The platform's own store as jobs that run elsewhere (Slurm nodes) reach it."""
+    notice: Notice = log_notice
+    """Tells the operator what happens to the backend (its engine goes away, comes back)."""
 
 
 @dataclass(frozen=True)

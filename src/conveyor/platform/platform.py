@@ -17,12 +17,12 @@ import fcntl
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Self
 
 from conveyor.api.app import attach, create_app, detach
-from conveyor.backends.base import BackendContext
+from conveyor.backends.base import BackendContext, Notice, log_notice
 from conveyor.backends.registry import Backends
 from conveyor.control.buckets import Buckets
 from conveyor.control.catalog import ServiceCatalog
@@ -75,15 +75,10 @@ _BUILT_ON_START = ("control", "catalog", "jobs", "intake", "index")
 """Parts with nothing to stop, dropped so that a stopped platform offers nothing."""
 
 
-Notice = Callable[[str, str], None]
-"""(level, message): what `conveyor up` prints as it happens (an outage, a recovery); level is
-`warning`, `note` or `error`."""
-
-
 class Platform:
     def __init__(self, settings: Settings, *, on_notice: Notice | None = None) -> None:
         self.settings = settings
-        self._on_notice = on_notice or _log_notice
+        self._on_notice = on_notice or log_notice
         self.layout = DataLayout(settings.data_dir)
         self.warnings: list[str] = []
         self.adopted = 0
@@ -125,7 +120,9 @@ class Platform:
             self.s3_credentials, filer_url=self.store.filer_url, public_endpoint=self.s3_endpoint
         )
         self.storage = ProviderRegistry(own_store)
-        context = BackendContext(settings, self.layout, self.storage, S3Credentials(**self.store_access.model_dump()))
+        context = BackendContext(
+            settings, self.layout, self.storage, S3Credentials(**self.store_access.model_dump()), self._on_notice
+        )
         self.backends = Backends.build(settings.enabled_backends, settings.backend, context)
         self.warnings += self.backends.notices()
         retry = RetryPolicy(settings.dispatch.retry_base_s, settings.dispatch.retry_max_s)
@@ -301,7 +298,3 @@ class Platform:
 
     def _store_figures(self) -> StoreFigures:
         return StoreFigures(buckets=len(self.storage.default.list_buckets()), objects=self.store.object_count())
-
-
-def _log_notice(level: str, message: str) -> None:
-    log.log({"warning": logging.WARNING, "error": logging.ERROR}.get(level, logging.INFO), "%s", message)

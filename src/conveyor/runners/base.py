@@ -7,6 +7,7 @@ The supervisor decides *what* runs; a `ScriptRunner` (a host process, a containe
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -90,6 +91,14 @@ class ScriptRunner(ABC):
     @abstractmethod
     def describe(self) -> str:
         """How scripts run, in the words the backend's description uses."""
+
+    def problem(self) -> str | None:
+        """Why no script can run now (the engine does not answer); None when they can."""
+        return None
+
+    def watch(self, *, down: Callable[[str], None], up: Callable[[str], None]) -> None:  # noqa: B027
+        """`down(reason)` when what runs scripts stops answering, `up(reason)` when it is back.
+        Runners with nothing that can go away never call them."""
 
     def close(self) -> None:  # noqa: B027 - most runners hold nothing
         """Let go of what the runner holds (an engine's connection, warm containers)."""

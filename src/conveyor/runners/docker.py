@@ -6,6 +6,9 @@ same inside and outside. The service's cpu and memory become the container's lim
 
 With warm containers on (see warm.py), a job is an `exec` in a running container of its service
 instead of a container of its own; `warm: false` in a service keeps one container per job.
+
+An engine that stops answering under a job (dockerd restarted) does not fail it: the job waits for
+the engine (see engine_outage.py) and runs again once it answers, in a fresh container.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +28,12 @@ from docker.types import DeviceRequest
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
 
-from conveyor.errors import BackendError, BackendUnavailable, ImageError
+from conveyor.errors import BackendError, BackendUnavailable, EngineUnreachable, ImageError
 from conveyor.host_processes import command_line_mentions, is_alive
 from conveyor.model.service import Service
 from conveyor.runners.base import RunRecord, ScriptInvocation, ScriptResult, ScriptRunner, WarmRunner
 from conveyor.runners.deadlines import DEADLINES
+from conveyor.runners.engine_outage import LOST_ENGINE, EngineOutage
 from conveyor.runners.warm import IDLE_COMMAND, OWNER_LABEL, WarmContainer, WarmPool
 
 _REATTACH_POLL_S = 0.2
@@ -72,6 +77,9 @@ class DockerRunner(ScriptRunner, WarmRunner):
         self.pool: WarmPool | None = None
         self._cold_images: set[str] = set()
         """Images a warm container could not start with (no `sleep`): their jobs run cold."""
+        self._orphans: set[str] = set()
+        """Containers of jobs the engine's outage cut: removed once it answers again."""
+        self.outage = EngineOutage(base_url, ping=lambda: self.client.ping(), tidy=self._tidy_after_outage)
 
     def enable_warm(self, owner: str, *, max_jobs: int, idle_s: float) -> None:
         self.pool = WarmPool(self.client.api, owner, max_jobs=max_jobs, idle_s=idle_s)
@@ -116,9 +124,18 @@ class DockerRunner(ScriptRunner, WarmRunner):
 
     def describe(self) -> str:
         warm = "; warm containers reused between jobs" if self.pool is not None else ""
+        if (problem := self.outage.problem()) is not None:
+            return f"containers ({problem}{warm})"
         return f"containers ({self.check()}{warm})"
 
+    def problem(self) -> str | None:
+        return self.outage.problem()
+
+    def watch(self, *, down: Callable[[str], None], up: Callable[[str], None]) -> None:
+        self.outage.watch(down=down, up=up)
+
     def close(self) -> None:
+        self.outage.close()
         if self.pool is not None:
             self.pool.close()
         with self._lock:
@@ -144,12 +161,23 @@ class DockerRunner(ScriptRunner, WarmRunner):
         self._images_present.add(image)
 
     def run(self, invocation: ScriptInvocation) -> ScriptResult:
+        """Raises EngineUnreachable, for the job to wait, when the engine is down or goes away under it."""
+        if (problem := self.outage.problem()) is not None:
+            raise EngineUnreachable(problem)
+        try:
+            return self._run(invocation)
+        except LOST_ENGINE as error:
+            raise self.outage.lost(error) from error
+
+    def _run(self, invocation: ScriptInvocation) -> ScriptResult:
         service = invocation.service
         self.ensure_image(service.image)
         if self.pool is not None and service.warm is not False and service.image not in self._cold_images:
-            container = self._warm_container(service, invocation)
-            if container is not None:
-                return self._exec(container, invocation)
+            while (container := self._warm_container(service, invocation)) is not None:
+                try:
+                    return self._exec(container, invocation)
+                except _StaleWarmContainer:
+                    continue  # it died since its last job (the engine restarted): the next one
         work = str(invocation.work_dir)
         options: dict[str, Any] = {
             "command": ["/bin/sh", str(invocation.script_path)],
@@ -172,7 +200,7 @@ class DockerRunner(ScriptRunner, WarmRunner):
             return self._start_and_wait(container, invocation)
         finally:
             self._running.pop(invocation.job_id, None)
-            _remove_quietly(container)
+            self._discard(container)
 
     def _start_and_wait(self, container: Any, invocation: ScriptInvocation) -> ScriptResult:
         try:
@@ -197,20 +225,41 @@ class DockerRunner(ScriptRunner, WarmRunner):
             return self._wait_and_collect(container, invocation)
         finally:
             self._running.pop(invocation.job_id, None)
-            _remove_quietly(container)
+            self._discard(container)
 
     def _wait_and_collect(self, container: Any, invocation: ScriptInvocation) -> ScriptResult:
         timed_out = False
         exit_code: int | None = None
+        waiting_since = time.monotonic()
         try:
             exit_code = int(container.wait(timeout=invocation.timeout_s)["StatusCode"])
         except (ReadTimeout, RequestsConnectionError):
+            # Over a unix socket a read timeout may come as a connection error: the clock tells them apart.
+            if time.monotonic() - waiting_since < invocation.timeout_s:
+                raise
             timed_out = True
             _kill_quietly(container)
         with invocation.log_path.open("ab") as log:
             for chunk in container.logs(stdout=True, stderr=True, stream=True):
                 log.write(chunk)
         return ScriptResult(exit_code=None if timed_out else exit_code, timed_out=timed_out)
+
+    def _discard(self, container: Any) -> None:
+        """Remove a job's container; while the engine does not answer, once it does."""
+        try:
+            _remove_quietly(container)
+        except LOST_ENGINE:
+            self._orphans.add(container.id)
+
+    def _tidy_after_outage(self) -> None:
+        """The engine answers again: the warm containers it lost go (the next jobs start fresh ones),
+        and so do the containers of the jobs its outage cut (they run again)."""
+        if self.pool is not None:
+            self.pool.reset(keep=set(self._running.values()))
+        for container_id in list(self._orphans):
+            with contextlib.suppress(NotFound, APIError, DockerException):
+                self.client.api.remove_container(container_id, force=True)
+            self._orphans.discard(container_id)
 
     def cancel(self, job_id: str) -> bool:
         container_id = self._running.get(job_id)
@@ -289,6 +338,8 @@ class DockerRunner(ScriptRunner, WarmRunner):
             )["Id"]
         except (APIError, DockerException) as error:
             self.pool.remove(container.id)
+            if container.jobs > 0:
+                raise _StaleWarmContainer from error
             raise BackendError(f"the engine could not run the script in a warm container: {_explain(error)}") from error
         self._running[invocation.job_id] = container.id
         expired = threading.Event()
@@ -303,7 +354,9 @@ class DockerRunner(ScriptRunner, WarmRunner):
                 for chunk in output:
                     log_file.write(chunk)
             exit_code = api.exec_inspect(exec_id).get("ExitCode")
-        except (APIError, DockerException, RequestsConnectionError) as error:
+        except LOST_ENGINE:
+            raise  # the engine went away: the job waits for it; its container goes when it is back
+        except (APIError, DockerException) as error:
             if not expired.is_set() and invocation.job_id not in self._cancelled:
                 self.pool.remove(container.id)
                 raise BackendError(f"the engine lost the script's exec: {_explain(error)}") from error
@@ -343,6 +396,10 @@ class DockerRunner(ScriptRunner, WarmRunner):
         finally:
             with contextlib.suppress(NotFound, APIError, DockerException):
                 api.remove_container(record.container_id, force=True)
+
+
+class _StaleWarmContainer(Exception):
+    """An idle warm container that no longer runs: another is taken."""
 
 
 def _adopted_exit(code: int | None) -> ScriptResult:

@@ -29,7 +29,9 @@ from typing import Any
 from docker.errors import APIError, DockerException, NotFound
 
 from conveyor.errors import BackendError
+from conveyor.host_processes import is_alive
 from conveyor.model.service import Service
+from conveyor.runners.engine_outage import LOST_ENGINE
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +70,14 @@ class WarmPool:
         return (service.name, service.image, service.cpu, service.memory, service.enable_gpu, network)
 
     def acquire(self, key: tuple[Any, ...]) -> WarmContainer | None:
-        with self._lock:
-            idle = self._idle.get(key)
-            return idle.pop() if idle else None
+        """An idle container for `key` whose PID 1 still runs, as far as this host can tell."""
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                container = idle.pop() if idle else None
+            if container is None or container.init_pid is None or is_alive(container.init_pid):
+                return container
+            self.remove(container.id)  # it died idle (its engine restarted): no job is given a dead one
 
     def release(self, container: WarmContainer, *, reusable: bool) -> None:
         container.jobs += 1
@@ -82,8 +89,17 @@ class WarmPool:
             self._idle.setdefault(container.key, []).append(container)
 
     def remove(self, container_id: str) -> None:
-        with contextlib.suppress(NotFound, APIError, DockerException):
+        """Best effort: a container the engine cannot remove now goes with the next sweep or reset."""
+        with contextlib.suppress(NotFound, APIError, DockerException, *LOST_ENGINE):
             self.api.remove_container(container_id, force=True)
+
+    def reset(self, keep: set[str]) -> None:
+        """After the engine came back: every warm container of this owner goes (idle ones may have died
+        with the engine), but `keep` (those a job still runs in); new ones start as jobs need them."""
+        with self._lock:
+            self._idle.clear()
+        if removed := self.sweep(keep):
+            log.info("removed %d warm container(s) after the engine's outage", removed)
 
     def busy_processes(self, container: WarmContainer) -> int:
         """Processes in the container besides its idle PID 1 (a job's leftovers).

@@ -18,13 +18,14 @@ from pathlib import Path
 from conveyor.errors import (
     BackendError,
     ConveyorError,
+    EngineUnreachable,
     ObjectNotFound,
     StorageError,
     StorageUnreachable,
     UnsafeKeyError,
 )
 from conveyor.model.event import iso_z, utcnow
-from conveyor.model.job import Failure, JobOutcome, JobSpec, JobState
+from conveyor.model.job import ENGINE, Failure, JobOutcome, JobSpec, JobState
 from conveyor.runners.base import RunRecord, ScriptInvocation, ScriptResult, ScriptRunner
 from conveyor.storage.registry import ProviderRegistry
 from conveyor.supervisor import contract
@@ -341,14 +342,16 @@ def _batch_event(inputs: list[JobSpec]) -> str | None:
 
 
 def failed_outcome(error: Exception) -> JobOutcome:
-    """A failure around the script as an outcome; one whose store did not answer waits for that store."""
+    """A failure around the script as an outcome; one whose store or engine did not answer waits for it."""
     waiting_for = unreachable_store(error)
     failure: Failure = "unavailable" if waiting_for else failure_of(error)
     return JobOutcome(state=JobState.FAILED, message=str(error), failure=failure, waiting_for=waiting_for)
 
 
 def unreachable_store(error: Exception) -> str | None:
-    """The store a staging failure could not reach at all, when that is why it failed."""
+    """What the job could not reach at all, when that is why it failed: a store, or ENGINE."""
+    if isinstance(error, EngineUnreachable):
+        return ENGINE
     if isinstance(error, StorageUnreachable):
         return error.provider
     if isinstance(error, StageOutError):

@@ -3,6 +3,8 @@
 Each job takes a thread that runs the supervisor; admission keeps the sum of running jobs'
 declared cpu and memory within what the machine (or the configuration) offers. How each script
 runs is the runner's business: the one given to the constructor (conveyor.runners.choose picks it).
+While the runner's engine does not answer, no job starts and `problem()` says why; the jobs it cut
+wait for it (runners/engine_outage.py).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Self
 
-from conveyor.backends.base import Backend, BackendContext, Resources
+from conveyor.backends.base import Backend, BackendContext, Notice, Resources, log_notice
 from conveyor.errors import ConveyorError
 from conveyor.model.job import JobHandle, JobOutcome, JobSpec, JobState, JobStatus
 from conveyor.model.service import Service, parse_memory
@@ -80,11 +82,14 @@ class LocalBackend(Backend):
         runner: ScriptRunner,
         *,
         notices: Sequence[str] = (),
+        notice: Notice = log_notice,
     ) -> None:
         super().__init__()
         self.config = config
         self.runner = runner
         self._notices = list(notices)
+        self._notice = notice
+        runner.watch(down=self._engine_down, up=self._engine_up)
         self.supervisor = Supervisor(storage, runner)
         self.capacity = Capacity(
             cpus=config.cpus or float(os.cpu_count() or 1),
@@ -103,13 +108,29 @@ class LocalBackend(Backend):
         """With the runner `local.runtime` asks for; warm containers are labelled with the data dir,
         so the next start finds those this one leaves."""
         runner, fallback = choose_runner(context.settings.local, owner=str(context.layout.root))
-        return cls(context.settings.local, context.storage, runner, notices=[fallback] if fallback else [])
+        return cls(
+            context.settings.local,
+            context.storage,
+            runner,
+            notices=[fallback] if fallback else [],
+            notice=context.notice,
+        )
 
     def notices(self) -> list[str]:
         return list(self._notices)
 
     def resources(self) -> Resources:
         return self.capacity.snapshot()
+
+    def problem(self) -> str | None:
+        return self.runner.problem()
+
+    def _engine_down(self, reason: str) -> None:
+        self._notice("warning", f"{reason}; local jobs wait until it is back")
+
+    def _engine_up(self, reason: str) -> None:
+        self._notice("note", f"{reason}; local jobs resume")
+        self._listener()
 
     @property
     def runs_containers(self) -> bool:
@@ -127,10 +148,10 @@ class LocalBackend(Backend):
         return [f"{service.name}: image {service.image!r} is ignored: jobs run as host processes (runtime: process)"]
 
     def can_accept(self, job: JobSpec) -> bool:
-        return self.capacity.fits(job.service)
+        return self.runner.problem() is None and self.capacity.fits(job.service)
 
     def may_have_room(self) -> bool:
-        return not self.capacity.full()
+        return self.runner.problem() is None and not self.capacity.full()
 
     def submit(self, job: JobSpec) -> JobHandle:
         return self._start(job, resume=False)
