@@ -9,6 +9,7 @@ first: explicit arguments (CLI options), environment (`CONVEYOR_*`, nested with 
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from conveyor.errors import ConfigError
 from conveyor.model.kinds import BackendKind
 
 Runtime = Literal["auto", "container", "process"]
@@ -144,7 +146,13 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
+        path = config_file()
+        try:
+            toml = TomlConfigSettingsSource(settings_cls, toml_file=path)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path} is not valid TOML: {error}; fix it or set CONVEYOR_CONFIG") from None
+        except OSError as error:
+            raise ConfigError(f"{path} cannot be read: {error.strerror}") from None
         return (init_settings, env_settings, toml)
 
     @property

@@ -25,9 +25,6 @@ def cli_environment(tmp_path: Path, **extra: str) -> dict[str, str]:
     }
 
 
-CONVEYOR = [sys.executable, "-m", "conveyor"]
-
-
 @dataclass
 class Cli:
     env: dict[str, str]
@@ -45,17 +42,20 @@ class Cli:
         return json.loads(self(*args, "--json").stdout)
 
 
-def start_up(env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+def start_up(env: dict[str, str], cwd: Path, extra: list[str] | None = None) -> subprocess.Popen[str]:
+    """`conveyor up` on free ports with `extra` options; returns once it wrote its platform file."""
     log = (cwd / "up.log").open("a")
     up = subprocess.Popen(
-        [*CONVEYOR, "up", "--port", "0", "--s3-port", "0", "--runtime", "process"],
+        [*CONVEYOR, "up", "--port", "0", "--s3-port", "0", "--runtime", "process", *(extra or [])],
         env=env,
         cwd=cwd,
         stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    platform_file = Path(env["CONVEYOR_DATA_DIR"]) / "platform.json"
+    extra = extra or []
+    data_dir = extra[extra.index("--data-dir") + 1] if "--data-dir" in extra else env["CONVEYOR_DATA_DIR"]
+    platform_file = Path(data_dir) / "platform.json"
     deadline = time.monotonic() + 60
     while not _written_by(platform_file, up.pid):
         if up.poll() is not None or time.monotonic() > deadline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,7 +13,7 @@ from pydantic import ValidationError
 from conveyor import __version__
 from conveyor.cli import render
 from conveyor.cli.client import CliError, ConveyorClient, ProblemsError, resolve_connection
-from conveyor.errors import ConveyorError, validation_reasons
+from conveyor.errors import ConfigError, ConveyorError, validation_reasons
 from conveyor.layout import DataLayout
 from conveyor.settings import Settings
 
@@ -47,6 +48,8 @@ class CliContext:
             return Settings(**overrides)
         except ValidationError as error:
             raise CliError("; ".join(validation_reasons(error.errors())), exit_code=2) from None
+        except ConfigError as error:
+            raise CliError(str(error), exit_code=2) from None
 
     def client(self, timeout_s: float = 60.0) -> ConveyorClient:
         settings = self.settings()
@@ -136,9 +139,35 @@ def _register_commands() -> None:
 _register_commands()
 
 
+GLOBAL_OPTIONS = ("--data-dir", "--endpoint", "--url", "--user", "--password")
+"""Options of `conveyor` itself that users also type after the command (`conveyor up --data-dir d`)."""
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move global options found after the command to before it, where click expects them; an
+    argument after `--` stays where it is. `conveyor up --data-dir d` = `conveyor --data-dir d up`."""
+    hoisted: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            rest += args[index:]
+            break
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS:
+            takes_next = "=" not in arg and index + 1 < len(args)
+            hoisted += args[index : index + 2] if takes_next else [arg]
+            index += 2 if takes_next else 1
+            continue
+        rest.append(arg)
+        index += 1
+    return hoisted + rest
+
+
 def main() -> None:
     try:
-        app()
+        app(args=hoist_global_options(sys.argv[1:]), prog_name="conveyor")
     except ProblemsError as error:
         for problem in error.problems:
             render.err.print(f"[red]error:[/red] {problem['field']}: {problem['message']}")

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+PIPE_WIDTH = 200
+"""Table width when output goes to a pipe or a CI log (no terminal, no COLUMNS): rich's 80 would fold
+job ids and keys across lines."""
+
+
+def _width(stream: TextIO) -> int | None:
+    """The terminal's width (rich finds it), COLUMNS when set, else PIPE_WIDTH."""
+    if stream.isatty() or os.environ.get("COLUMNS"):
+        return None
+    return PIPE_WIDTH
+
+
+# soft_wrap: a message or an error is one line however long; only tables are laid out to the width.
+out = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=_width(sys.stderr))
 
 
 def print_json(data: Any) -> None:

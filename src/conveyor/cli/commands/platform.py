@@ -14,7 +14,7 @@ from conveyor.cli import render
 from conveyor.cli.app import context
 from conveyor.cli.client import CliError
 from conveyor.cli.options import JsonOption
-from conveyor.settings import Runtime
+from conveyor.settings import Runtime, default_data_dir
 
 if TYPE_CHECKING:
     from conveyor.platform.platform import Platform
@@ -91,6 +91,9 @@ def _print_endpoints(platform: Platform) -> None:
             f"jobs the last run left running: {platform.adopted} picked up where they were, "
             f"{platform.requeued} queued again"
         )
+    if platform.layout.root != default_data_dir().absolute():
+        root = platform.layout.root
+        render.note(f"other commands find this platform with --data-dir {root} (or: export CONVEYOR_DATA_DIR={root})")
     render.note("Ctrl-C to stop")
 
 
