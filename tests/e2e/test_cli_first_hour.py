@@ -3,12 +3,18 @@ command as a subprocess, its output read from a pipe as in a CI log."""
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
 import pytest
 
 from conveyor.cli.app import hoist_global_options
+from conveyor.model.job import JobRecord, JobState
+from conveyor.platform.platform import Platform
+from tests.conftest import PlatformFactory
 from tests.support.cli import Cli, cli_environment, start_up, stop_up
+from tests.support.platform import put_text, service, wait_for_jobs, wait_for_state
 
 pytestmark = pytest.mark.e2e
 
@@ -66,3 +72,74 @@ def test_errors_and_notes_never_wrap_in_a_pipe(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1, done.stderr
     assert str(deep) in done.stderr
+
+
+PICKY = """case "$(basename "$INPUT_FILE_PATH")" in
+  bad*) echo "cannot read it"; exit 4 ;;
+  slow*) sleep 60 ;;
+esac
+cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"
+"""
+
+
+def cli_for(platform: Platform, tmp_path: Path) -> Cli:
+    return Cli(
+        cli_environment(
+            tmp_path,
+            CONVEYOR_URL=platform.api_url,
+            CONVEYOR_USER=platform.credentials.admin_user,
+            CONVEYOR_PASSWORD=platform.credentials.admin_password,
+        ),
+        tmp_path,
+    )
+
+
+def test_dead_jobs_show_retry_says_what_it_left_and_job_ids_are_accepted_as_copied(
+    make_platform: PlatformFactory, tmp_path: Path
+) -> None:
+    platform = make_platform()
+    platform.catalog.apply(
+        [service("picky", PICKY, ["picky/in"], ["picky/out"], retries=0, retry_script_failures=True)]
+    )
+    put_text(platform, "picky/in/bad.txt", "b")
+    put_text(platform, "picky/in/good.txt", "g")
+    put_text(platform, "picky/in/slow.txt", "s")
+    slow = next(
+        record.job_id
+        for record in (
+            wait_for_state(platform, job.job_id, {"running", "succeeded", "dead"}) for job in _jobs(platform)
+        )
+        if record.trigger and record.trigger.ref.name == "slow.txt"
+    )
+    wait_for_state(platform, slow, {"running"})
+    platform.jobs.cancel("picky", [slow])
+    jobs = wait_for_jobs(platform, "picky", 3)
+    assert sorted(job.state for job in jobs) == sorted([JobState.DEAD, JobState.SUCCEEDED, JobState.CANCELLED])
+    cli = cli_for(platform, tmp_path)
+
+    table = cli("services").stdout
+    header, row = (re.split(r"\s*[│┃]\s*", line) for line in table.splitlines() if "picky" in line or "dead" in line)
+    assert (header[-2], row[-2]) == ("dead", "1"), table
+
+    done = cli("retry", "picky", "--failed")
+    assert "queued again: 0 job(s)" in done.stdout
+    assert "not retried: 1 dead job(s): add --dead" in done.stderr
+    assert "not retried: 1 cancelled job(s): name them to run them again" in done.stderr
+
+    dead = next(job.job_id for job in jobs if job.state == JobState.DEAD)
+    uuid_part = dead.removeprefix("picky-")
+    for copied in (dead, f"picky-{uuid_part[:4]}", uuid_part[:8]):
+        assert "cannot read it" in cli("logs", "picky", copied).stdout, copied
+
+    for command in (["jobs", "pickx"], ["logs", "pickx"], ["logs", "pickx", "1234"]):
+        done = cli(*command, check=False)
+        assert done.returncode == 2, (command, done.stdout)
+        assert "there is no service 'pickx'; services: picky" in done.stderr
+
+
+def _jobs(platform: Platform) -> list[JobRecord]:
+    deadline = time.monotonic() + 30
+    while len(records := [record for _, record in platform.ledger.list_jobs("picky")]) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return records

@@ -20,12 +20,23 @@ from conveyor.layout import DataLayout
 from conveyor.ledger.provenance import ObjectTrace, trace
 from conveyor.ledger.store import Ledger, new_job_id
 from conveyor.model.event import ObjectEvent, ObjectRef
-from conveyor.model.job import JobOutcome, JobRecord, JobState
+from conveyor.model.job import JobOutcome, JobRecord, JobState, job_id_prefix
 from conveyor.model.service import Service
 from conveyor.storage.registry import ProviderRegistry
 
 EVERY_JOB = 1_000_000
 """A limit above any service's queue: `cancel --queued` takes them all."""
+
+
+FAILED_TO_RETRY = (JobState.FAILED, JobState.TIMED_OUT)
+"""What `retry --failed` runs again (dead jobs have --dead; cancelled ones are retried by name)."""
+
+
+@dataclass(frozen=True)
+class Retried:
+    replayed: list[str]
+    not_retried: dict[str, str]
+    """State → how many of the service's jobs in it were left, and how to retry them."""
 
 
 @dataclass(frozen=True)
@@ -129,10 +140,10 @@ class JobsDesk:
 
     def resolve(self, service: str, given: str) -> str:
         """The full id of the service's job whose id is or starts with `given`."""
-        matches = self._ledger.list_jobs(service, limit=2, id_prefix=given)
+        matches = self._ledger.list_jobs(service, limit=2, id_prefix=job_id_prefix(service, given))
         if not matches:
             raise JobNotFound(f"no job of service {service!r} starts with {given!r}")
-        if len(matches) > 1 and matches[0][1].job_id != given:
+        if len(matches) > 1 and matches[0][1].job_id not in (given, job_id_prefix(service, given)):
             raise InvalidRequest(f"{given!r} matches several jobs of {service!r}: give more of the id")
         return matches[0][1].job_id
 
@@ -145,15 +156,34 @@ class JobsDesk:
 
     # ---- acting on jobs -----------------------------------------------------------------------
 
-    def retry(self, service: str, jobs: Sequence[str] = (), *, dead: bool = False) -> list[str]:
-        """Replay finished jobs as a new attempt: the named ones (ids or unique prefixes), or every dead one."""
-        if not jobs and not dead:
-            raise InvalidRequest("name the jobs to retry, or ask for every dead job with dead=true")
+    def retry(self, service: str, jobs: Sequence[str] = (), *, dead: bool = False, failed: bool = False) -> Retried:
+        """Replay finished jobs as a new attempt: the named ones (ids or unique prefixes), every dead one
+        (`dead`), every failed or timed-out one (`failed`). Says what was left and why."""
+        if not jobs and not dead and not failed:
+            raise InvalidRequest(
+                "name the jobs to retry, or ask for every dead job (dead=true) or failed job (failed=true)"
+            )
         self.require_service(service)
         job_ids = [self.resolve(service, given) for given in jobs]
-        replayed = self._ledger.replay(service, job_ids, dead=dead)
+        states = [*([JobState.DEAD] if dead else []), *(FAILED_TO_RETRY if failed else [])]
+        replayed = self._ledger.replay(service, job_ids, states=states if not job_ids else ())
         self._dispatcher.wake()
-        return replayed
+        left = {} if job_ids else self._left_unretried(service, states)
+        return Retried(replayed=replayed, not_retried=left)
+
+    def _left_unretried(self, service: str, retried: list[JobState]) -> dict[str, str]:
+        """Finished jobs that did not succeed and were not asked for: how many, and how to retry them."""
+        counts = self._ledger.count_jobs(service).get(service, {})
+        left = {}
+        if JobState.DEAD not in retried and (dead := counts.get(JobState.DEAD, 0)):
+            left["dead"] = f"{dead} dead job(s): add --dead"
+        if JobState.FAILED not in retried:
+            failed = sum(counts.get(state, 0) for state in FAILED_TO_RETRY)
+            if failed:
+                left["failed"] = f"{failed} failed or timed-out job(s): add --failed"
+        if cancelled := counts.get(JobState.CANCELLED, 0):
+            left["cancelled"] = f"{cancelled} cancelled job(s): name them to run them again"
+        return left
 
     def cancel(self, service: str, jobs: Sequence[str] = (), *, queued: bool = False) -> dict[str, str]:
         """Stop queued or running jobs: a queued one never starts, a running one is stopped (scancel on

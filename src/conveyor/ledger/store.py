@@ -347,12 +347,12 @@ class Ledger:
             select(func.min(JOBS.c.not_before)).where(JOBS.c.status == JobState.QUEUED, JOBS.c.not_before > utcnow())
         )
 
-    def replay(self, service: str, job_ids: Iterable[str] = (), *, dead: bool = False) -> list[str]:
-        """Queue finished jobs again as a new attempt: the named ones, or every dead one of the service."""
+    def replay(self, service: str, job_ids: Iterable[str] = (), *, states: Iterable[JobState] = ()) -> list[str]:
+        """Queue finished jobs again as a new attempt: the named ones, or every one of the service in `states`."""
         ids = list(job_ids)
         query = select(JOBS).where(JOBS.c.service == service, JOBS.c.status.in_([s.value for s in TERMINAL_STATES]))
-        if dead:
-            query = query.where(JOBS.c.status == JobState.DEAD)
+        if wanted := [s.value for s in states]:
+            query = query.where(JOBS.c.status.in_(wanted))
         if ids:
             query = query.where(JOBS.c.id.in_(ids))
         with self._write_rows() as connection:

@@ -54,6 +54,14 @@ DISK = "disk"
 """`JobOutcome.waiting_for` when the disk under the data directory is full."""
 _AWAITED = {ENGINE: "the container engine, which does not answer", DISK: "free space under the data directory"}
 
+
+def job_id_prefix(service: str, given: str) -> str:
+    """The start of the service's job ids (`<service>-<uuid4>`) that `given` stands for: a whole id,
+    the short id `conveyor jobs` shows (`<service>-<first hex>`), or the start of the uuid alone, as
+    users copy it from logs and paths."""
+    return given if given.startswith(f"{service}-") else f"{service}-{given}"
+
+
 OSCAR_STATUS = {
     JobState.QUEUED: "Pending",
     JobState.RUNNING: "Running",

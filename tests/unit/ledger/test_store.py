@@ -740,7 +740,7 @@ def test_replay_dead_takes_every_dead_job_of_the_service(ledger: Ledger) -> None
         ledger.finish_job(job_id, JobOutcome(state=JobState.DEAD, message="gave up"))
     ledger.finish_job(failed, JobOutcome(state=JobState.FAILED, exit_code=1))
 
-    assert sorted(ledger.replay("a", dead=True)) == sorted(dead)
+    assert sorted(ledger.replay("a", states=[JobState.DEAD])) == sorted(dead)
     assert ledger.count_jobs("a") == {"a": {JobState.QUEUED: 2, JobState.FAILED: 1}}
 
 

@@ -84,14 +84,23 @@ def list_jobs(
 class RetryRequest(BaseModel):
     service: str
     jobs: list[str] = Field(default_factory=list)
-    """Job ids (or unique prefixes) to replay; empty with `dead` means every dead job."""
+    """Job ids (or unique prefixes) to replay; empty with `dead` / `failed` means every such job."""
     dead: bool = False
+    failed: bool = False
+    """Every failed or timed-out job of the service."""
+
+
+class RetryAnswer(BaseModel):
+    replayed: list[str]
+    not_retried: dict[str, str]
+    """State → how many finished jobs in it were left, and how to retry them (when none were named)."""
 
 
 @router.post("/conveyor/v1/retry", tags=["conveyor"])
-def retry_jobs(request: RetryRequest, jobs: JobsDep) -> dict[str, list[str]]:
-    """Replay finished jobs as a new attempt (dead letters, or any failed job by id)."""
-    return {"replayed": jobs.retry(request.service, request.jobs, dead=request.dead)}
+def retry_jobs(request: RetryRequest, jobs: JobsDep) -> RetryAnswer:
+    """Replay finished jobs as a new attempt (dead letters, failed jobs, or any job by id)."""
+    retried = jobs.retry(request.service, request.jobs, dead=request.dead, failed=request.failed)
+    return RetryAnswer(replayed=retried.replayed, not_retried=retried.not_retried)
 
 
 class CancelRequest(BaseModel):

@@ -12,7 +12,7 @@ from conveyor.cli import render
 from conveyor.cli.app import context
 from conveyor.cli.client import CliError, ConveyorClient
 from conveyor.cli.options import JsonOption
-from conveyor.model.job import TERMINAL_STATES, JobState
+from conveyor.model.job import TERMINAL_STATES, JobState, job_id_prefix
 
 JOBS_HELP = """List jobs, newest first: status, times, exit code and the object that started them.
 
@@ -46,6 +46,8 @@ def jobs(
 ) -> None:
     with context(ctx).client() as client:
         listing = client.jobs(service, [s.value for s in status or []], limit)
+        if service and not listing:
+            require_service(client, service)
     if as_json:
         render.print_json(listing)
         return
@@ -92,6 +94,7 @@ def logs(
         if job is None:
             latest = client.jobs(service, limit=1)
             if not latest:
+                require_service(client, service)
                 raise CliError(f"service {service!r} has no jobs yet", exit_code=2)
             job = latest[0]["job_id"]
             render.note(f"latest job: {job}")
@@ -102,12 +105,23 @@ def logs(
 
 def _full_job_id(client: ConveyorClient, service: str, given: str) -> str:
     """A job id, or a prefix of one such as the short ids `conveyor jobs` shows."""
-    matches = client.jobs(service, limit=2, id_prefix=given)
+    prefix = job_id_prefix(service, given)
+    matches = client.jobs(service, limit=2, id_prefix=prefix)
     if not matches:
+        require_service(client, service)
         raise CliError(f"no job of service {service!r} starts with {given!r}", exit_code=2)
-    if len(matches) > 1 and matches[0]["job_id"] != given:
+    if len(matches) > 1 and matches[0]["job_id"] != prefix:
         raise CliError(f"{given!r} matches several jobs of {service!r}: give more of the id", exit_code=2)
     return matches[0]["job_id"]
+
+
+def require_service(client: ConveyorClient, name: str) -> None:
+    """A service with no jobs listed: an error naming those that exist when it is not one of them
+    (jobs of a deleted service stay listed, so history is still reachable)."""
+    names = sorted(entry["service"]["name"] for entry in client.services())
+    if name not in names:
+        known = ", ".join(names) if names else "none yet (conveyor apply deploys some)"
+        raise CliError(f"there is no service {name!r}; services: {known}", exit_code=2)
 
 
 def wait(

@@ -119,9 +119,11 @@ def services(ctx: typer.Context, as_json: JsonOption = False) -> None:
                 jobs.get("running", 0),
                 jobs.get("succeeded", 0),
                 sum(jobs.get(s, 0) for s in ("failed", "timed_out", "cancelled")),
+                jobs.get("dead", 0),
             )
         )
-    render.table(None, ["service", "image", "inputs", "outputs", "queued", "running", "ok", "failed"], rows)
+    columns = ["service", "image", "inputs", "outputs", "queued", "running", "ok", "failed", "dead"]
+    render.table(None, columns, rows)
 
 
 def _input_text(io: dict[str, Any], sources: dict[str, str]) -> str:
