@@ -4,11 +4,12 @@ The platform is real (API receiver, ledger, dispatcher, host processes); Ceph is
 cluster, one per module. The service's provider says `events: sns`, so applying it makes a topic
 and a bucket notification on RGW that post to the platform's `/conveyor/v1/events/s3/s3.ceph`.
 The reconciler's own rounds are off: a job here came through a notification, or through the
-round a test asks for.
+round a test asks for (except in the outage test, which runs the platform as configured by default).
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Iterator
@@ -16,14 +17,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from conveyor.events.sns import topic_name
 from conveyor.model.event import ObjectEvent, utcnow
-from conveyor.model.job import JobState
+from conveyor.model.job import TERMINAL_STATES, JobRecord, JobState
 from conveyor.model.service import Service
 from conveyor.platform.platform import Platform
 from tests.conftest import PlatformFactory
+from tests.e2e.test_store_outages import FAST_RETRIES, admin
 from tests.support.ceph import CephRgw, run_ceph_rgw
 from tests.support.platform import keys_under, read_text, wait_for_jobs
 
@@ -32,6 +35,8 @@ pytestmark = pytest.mark.e2e
 COPY = 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH")"'
 NO_RECONCILER = {"reconcile_interval_s": 0}
 LATENCY_PUTS = 50
+OUTAGE_S = float(os.environ.get("CONVEYOR_OUTAGE_S", "600"))
+"""How long the gateway stays stopped in the outage test; a shorter CONVEYOR_OUTAGE_S for quick runs."""
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +200,100 @@ def test_a_job_output_written_to_ceph_keeps_its_lineage(make_platform: PlatformF
     platform.catalog.delete("ceph-second")
     assert child.trigger is not None and child.trigger.ref.key == "mid/x.txt"
     assert (child.parent_job, child.depth) == (parent.job_id, 1)
+
+
+def test_jobs_queued_when_the_ceph_gateway_stops_wait_out_a_long_outage_and_all_run_once(
+    make_platform: PlatformFactory, ceph: CephRgw, s3: Any
+) -> None:
+    """radosgw is killed with jobs queued and running, stays down OUTAGE_S (10 minutes), comes back:
+    every input runs once, to success, at its first attempt; none is dead. Input and output in Ceph."""
+    platform = make_platform(dispatch=FAST_RETRIES)  # reconciler on, as by default
+    providers = {"s3": {"ceph": ceph.settings(events="sns")}}
+    service = Service.model_validate(
+        {
+            "name": "ceph-outage",
+            "image": "-",
+            "script": "sleep 2; " + COPY,  # slow enough that many are still queued when the gateway goes
+            "input": [{"storage_provider": "s3.ceph", "path": "outage/in"}],
+            "output": [{"storage_provider": "s3.ceph", "path": "outage/out"}],
+            "storage_providers": providers,
+            "retries": 1,
+        }
+    )
+    platform.catalog.apply([service])
+    names = [f"file-{i:02d}.txt" for i in range(60)]
+
+    for name in names[:20]:
+        s3.put_object(Bucket="outage", Key=f"in/{name}", Body=name.encode())
+    _wait_until(lambda: len(_jobs(platform, JobState.SUCCEEDED)) >= 5, 60, "a few jobs to finish before the outage")
+    for name in names[20:]:
+        s3.put_object(Bucket="outage", Key=f"in/{name}", Body=name.encode())  # returns once RGW posted its event
+    stopped = ceph.stop_gateway()
+    try:
+        pending = [job for job in _jobs(platform) if job.state not in TERMINAL_STATES]
+        assert len(_jobs(platform)) == 60 and len(pending) >= 20, "the outage must meet a queue"
+        in_flight = {job.job_id for job in pending if job.state == JobState.RUNNING}
+
+        health = _wait_for_health(platform, lambda h: "s3.ceph" in h["waiting_for_stores"], 60)
+        assert health["ready"] is True, health  # only this service's jobs wait
+        waiting: set[str] = set()  # jobs seen waiting for the gateway, their message saying so
+        while time.monotonic() < stopped + OUTAGE_S:
+            jobs = _jobs(platform)
+            assert not [j for j in jobs if j.state in (JobState.DEAD, JobState.FAILED)], [j.message for j in jobs]
+            assert {j.job_id for j in jobs if j.state not in TERMINAL_STATES} <= {j.job_id for j in pending}
+            waiting |= {j.job_id for j in jobs if j.message.startswith("waiting for s3.ceph")}
+            health = httpx.get(f"{platform.api_url}/conveyor/v1/health", auth=admin(platform)).json()
+            assert list(health["waiting_for_stores"]) == ["s3.ceph"], health
+            time.sleep(min(5.0, max(0.0, stopped + OUTAGE_S - time.monotonic())))
+        jobs = _jobs(platform)
+        unfinished = [j for j in jobs if j.state not in TERMINAL_STATES]
+        assert {j.state for j in unfinished} <= {JobState.QUEUED, JobState.RUNNING}
+        # A job running when the gateway went either uploaded just before, or met the outage and says so.
+        finished_before = {j.job_id for j in jobs if j.state == JobState.SUCCEEDED}
+        assert waiting and in_flight <= waiting | finished_before, (in_flight, waiting)
+    finally:
+        answered = ceph.start_gateway()
+    answered_at = utcnow()
+    _wait_for_health(platform, lambda h: not h["waiting_for_stores"], 30)
+    gate_s = time.monotonic() - answered
+
+    jobs = wait_for_jobs(platform, "ceph-outage", 60, timeout_s=300)
+    last = max(job.finished_at for job in jobs if job.finished_at is not None)
+    recovery_s = (last - answered_at).total_seconds()
+    print(  # for the note, with -s
+        f"\nCeph RGW stopped {answered - stopped:.0f} s with {len(pending)} of 60 jobs unfinished"
+        f" ({len(in_flight)} running, {len(waiting)} seen waiting, {len(unfinished)} still unfinished at its end):"
+        f" the outage cleared {gate_s:.1f} s and the last job finished {recovery_s:.1f} s after it answered again;"
+        f" dead {sum(j.state == JobState.DEAD for j in jobs)}, jobs {len(jobs)}"
+    )
+    assert sorted(job.trigger.ref.name for job in jobs if job.trigger) == names, "one job per input: none twice"
+    assert {job.state for job in jobs} == {JobState.SUCCEEDED}, [j.message for j in jobs if j.state != "succeeded"]
+    assert {job.attempt for job in jobs} == {1}, "waiting for a store is not an attempt"
+    listed = s3.list_objects_v2(Bucket="outage", Prefix="out/")
+    outputs = sorted(o["Key"] for o in listed.get("Contents", []) if not o["Key"].endswith("/"))  # not apply's folder
+    assert outputs == [f"out/{name}" for name in names]
+    health = httpx.get(f"{platform.api_url}/conveyor/v1/health", auth=admin(platform)).json()
+    assert health == {"ready": True, "problems": {}, "waiting_for_stores": {}}
+    platform.catalog.delete("ceph-outage")
+
+
+def _jobs(platform: Platform, state: JobState | None = None) -> list[JobRecord]:
+    records = [record for _, record in platform.ledger.list_jobs("ceph-outage", limit=1000)]
+    return [record for record in records if state is None or record.state == state]
+
+
+def _wait_until(condition: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout_s:.0f} s for {what}"
+        time.sleep(0.05)
+
+
+def _wait_for_health(platform: Platform, condition: Any, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        health: dict[str, Any] = httpx.get(f"{platform.api_url}/conveyor/v1/health", auth=admin(platform)).json()
+        if condition(health):
+            return health
+        assert time.monotonic() < deadline, health
+        time.sleep(0.1)
