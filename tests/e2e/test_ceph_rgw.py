@@ -26,9 +26,8 @@ from conveyor.model.job import TERMINAL_STATES, JobRecord, JobState
 from conveyor.model.service import Service
 from conveyor.platform.platform import Platform
 from tests.conftest import PlatformFactory
-from tests.e2e.test_store_outages import FAST_RETRIES, admin
 from tests.support.ceph import CephRgw, run_ceph_rgw
-from tests.support.platform import keys_under, read_text, wait_for_jobs
+from tests.support.platform import FAST_RETRIES, admin, keys_under, read_text, wait_for_jobs
 
 pytestmark = pytest.mark.e2e
 

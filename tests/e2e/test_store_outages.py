@@ -21,20 +21,13 @@ from conveyor.platform.platform import Platform
 from conveyor.storage.embedded import EmbeddedSeaweed
 from tests.conftest import PlatformFactory
 from tests.support.cli import Cli, cli_environment
-from tests.support.platform import keys_under, put_text, service, wait_for_jobs
+from tests.support.platform import FAST_RETRIES, admin, keys_under, put_text, service, wait_for_jobs
 from tests.support.readiness import ReadinessLog
 
 pytestmark = pytest.mark.e2e
 
 COPY = 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH")"'
 FILES = 300
-# Retries would turn every job that meets the outage into a dead letter within a second or two:
-# waiting for a store must not be one of them.
-FAST_RETRIES = {"retry_base_s": 0.1, "retry_max_s": 0.2}
-
-
-def admin(platform: Platform) -> tuple[str, str]:
-    return platform.credentials.admin_user, platform.credentials.admin_password
 
 
 def put_until_stored(platform: Platform, path: str, text: str, timeout_s: float = 120) -> None:

@@ -11,6 +11,14 @@ from conveyor.model.job import TERMINAL_STATES, JobRecord, JobState
 from conveyor.model.service import Service
 from conveyor.platform.platform import Platform
 
+# Retries would turn every job that meets the outage into a dead letter within a second or two:
+# waiting for a store must not be one of them.
+FAST_RETRIES = {"retry_base_s": 0.1, "retry_max_s": 0.2}
+
+
+def admin(platform: Platform) -> tuple[str, str]:
+    return platform.credentials.admin_user, platform.credentials.admin_password
+
 
 def service(name: str, script: str, inputs: list[str], outputs: list[Any], **fields: Any) -> Service:
     """A service on the platform's own store; outputs are paths or dicts with filters."""
