@@ -143,3 +143,36 @@ def _jobs(platform: Platform) -> list[JobRecord]:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     return records
+
+
+def test_wait_judges_the_jobs_of_this_round_and_its_numbers_add_up(
+    make_platform: PlatformFactory, tmp_path: Path
+) -> None:
+    platform = make_platform()
+    platform.catalog.apply(
+        [
+            service("picky", PICKY, ["picky/in"], ["picky/out"], retries=0, retry_script_failures=True),
+            service("strict", PICKY, ["strict/in"], ["strict/out"], retries=0),
+        ]
+    )
+    cli = cli_for(platform, tmp_path)
+    put_text(platform, "picky/in/bad-old.txt", "history")
+    wait_for_jobs(platform, "picky", 1)
+    time.sleep(3)
+
+    put_text(platform, "picky/in/good.txt", "g")
+    done = cli("wait", "--since", "2s", "--timeout", "60")
+    assert "done: 1 succeeded" in done.stdout, "the dead job of an earlier round is not judged"
+    time.sleep(3)
+
+    put_text(platform, "picky/in/bad.txt", "b")
+    put_text(platform, "strict/in/bad-1.txt", "b")
+    put_text(platform, "strict/in/bad-2.txt", "b")
+    done = cli("wait", "--since", "2s", "--timeout", "60", check=False)
+    assert done.returncode == 1, done.stderr
+    assert "3 of 3 job(s) did not succeed: 1 dead, 2 failed; see conveyor jobs --status dead" in done.stderr
+
+    done = cli("wait", "nosuch", check=False)
+    assert done.returncode == 2 and "there is no service 'nosuch'" in done.stderr
+    done = cli("wait", "--since", "yesterday", check=False)
+    assert done.returncode == 2 and "give an ISO time" in done.stderr

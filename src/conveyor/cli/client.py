@@ -257,6 +257,15 @@ class ConveyorClient:
             return self.expect_ok("GET", "/conveyor/v1/status").json()["jobs"]
         return {entry["service"]["name"]: entry["jobs"] for entry in self.services()}
 
+    def recent_job_counts(self, since: str | None, within_s: float) -> tuple[str | None, dict[str, dict[str, int]]]:
+        """(since, {service: {state: n}}) for jobs created since `since` (or `within_s` ago on the
+        platform's clock) and those still pending; an OSCAR cluster cannot tell: all its jobs."""
+        if not self.speaks_conveyor:
+            return since, self.job_counts()
+        params: dict[str, Any] = {"since": since} if since else {"within_s": within_s}
+        answer = self.expect_ok("GET", "/conveyor/v1/jobs/counts", params=params).json()
+        return answer["since"], answer["jobs"]
+
     def run(self, service: str, body: bytes, timeout_s: float | None) -> httpx.Response:
         """Synchronous invocation. OSCAR accepts only the service's token there, so it is fetched first."""
         headers = {}

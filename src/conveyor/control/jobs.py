@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import datetime
 
 from conveyor.control.catalog import ServiceCatalog
 from conveyor.dispatch.dispatcher import Dispatcher
@@ -127,9 +128,10 @@ class JobsDesk:
             raise JobNotFound(f"no job {job_id!r} in service {service!r}")
         return record
 
-    def counts(self, service: str | None = None) -> dict[str, dict[JobState, int]]:
-        """{service: {state: n}} for every service with jobs (or only `service`)."""
-        return self._ledger.count_jobs(service)
+    def counts(self, service: str | None = None, *, since: datetime | None = None) -> dict[str, dict[JobState, int]]:
+        """{service: {state: n}} for every service with jobs (or only `service`); with `since`, only the
+        jobs created since then and those still queued or running."""
+        return self._ledger.count_jobs(service, since=since)
 
     def read_log(self, service: str, job_id: str) -> str | None:
         """Supervisor lines and the script's output, as far as the job got; None when it has no log."""

@@ -436,11 +436,18 @@ class Ledger:
             found = _job_records(connection, [JOBS.c.id == job_id], limit=1)
         return found[0][1] if found else None
 
-    def count_jobs(self, service: str | None = None) -> dict[str, dict[JobState, int]]:
-        """{service: {state: n}} for every service with jobs (or only `service`)."""
+    def count_jobs(
+        self, service: str | None = None, *, since: datetime | None = None
+    ) -> dict[str, dict[JobState, int]]:
+        """{service: {state: n}} for every service with jobs (or only `service`); with `since`, only jobs
+        created since then and those still queued or running (what `conveyor wait` judges)."""
         query = select(JOBS.c.service, JOBS.c.status, func.count()).group_by(JOBS.c.service, JOBS.c.status)
         if service:
             query = query.where(JOBS.c.service == service)
+        if since is not None:
+            query = query.where(
+                (JOBS.c.created_at >= since) | JOBS.c.status.in_([JobState.QUEUED.value, JobState.RUNNING.value])
+            )
         counts: dict[str, dict[JobState, int]] = {}
         with self._read_engine.connect() as connection:
             for name, status, number in connection.execute(query):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
@@ -9,6 +10,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
 from conveyor.api.deps import AdminDep, JobsDep
+from conveyor.model.event import utcnow
 from conveyor.model.job import OSCAR_STATUS, JobRecord, JobState
 
 router = APIRouter(dependencies=[AdminDep])
@@ -61,6 +63,25 @@ def delete_jobs(service: str, jobs: JobsDep, all: bool = False) -> Response:
 def delete_job(service: str, job_id: str, jobs: JobsDep) -> Response:
     jobs.delete(service, job_id)
     return Response(status_code=204)
+
+
+class JobCounts(BaseModel):
+    since: datetime
+    """The moment counted from, on the platform's clock: pass it back to count the same jobs again."""
+    jobs: dict[str, dict[JobState, int]]
+    """{service: {state: n}}: jobs created since `since`, and every job still queued or running."""
+
+
+@router.get("/conveyor/v1/jobs/counts", tags=["conveyor"])
+def count_jobs(
+    jobs: JobsDep,
+    since: datetime | None = None,
+    within_s: float = Query(default=60.0, ge=0),
+) -> JobCounts:
+    """What `conveyor wait` judges: jobs created since `since` (default: `within_s` seconds ago on the
+    platform's clock, so a client's clock does not matter) and those still queued or running."""
+    moment = since or utcnow() - timedelta(seconds=within_s)
+    return JobCounts(since=moment, jobs=jobs.counts(since=moment))
 
 
 @router.get("/conveyor/v1/jobs", tags=["conveyor"])

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -26,13 +27,17 @@ short id `conveyor jobs` shows (any unique prefix); without JOB, the latest job 
 """
 
 WAIT_HELP = """Wait until jobs are done, with a progress bar: until nothing is queued or running and
-(with --jobs N) the services have at least N finished jobs in all. Exits 1 if any job failed,
-3 on timeout.
+(with --jobs N) at least N of the jobs it judges have finished. It judges the jobs created since
+--since (default: a minute before it was called, so `put && wait` counts the jobs that already ran)
+and every job still queued or running; older history is not judged. Exits 1 if any judged job did
+not succeed, 3 on timeout.
 
 **Example**: conveyor put *.jpg photos/in/ && conveyor wait grayify --jobs 20
 """
 
-FAILED = {JobState.FAILED.value, JobState.TIMED_OUT.value, JobState.CANCELLED.value}
+NOT_SUCCEEDED = (JobState.DEAD, JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED)
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def jobs(
@@ -128,35 +133,75 @@ def wait(
     ctx: typer.Context,
     services: Annotated[list[str] | None, typer.Argument(help="Services to wait for (default: all).")] = None,
     expected: Annotated[int, typer.Option("--jobs", help="Finished jobs to wait for, at least.", min=0)] = 0,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Judge jobs created since this ISO time, or this long ago (90s, 10m, 2h). Default: 1m."),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600.0,
     as_json: JsonOption = False,
 ) -> None:
+    moment, within_s = _since(since)
     with context(ctx).client() as client:
-        counts = wait_for_jobs(client, services or [], expected, timeout, quiet=as_json)
+        for name in services or []:
+            require_service(client, name)
+        counts = wait_for_jobs(
+            client, services or [], expected, timeout, since=moment, within_s=within_s, quiet=as_json
+        )
     if as_json:
         render.print_json(counts)
-    failed = sum(counts.get(state, 0) for state in FAILED)
     if counts.get("timed_out_waiting"):
         raise CliError(f"gave up after {timeout:g} s: {_summary(counts)}", exit_code=3)
-    if failed:
-        raise CliError(f"{failed} job(s) failed: {_summary(counts)}; see conveyor jobs --status failed")
+    if not_ok := sum(counts.get(state.value, 0) for state in NOT_SUCCEEDED):
+        worst = next(state.value for state in NOT_SUCCEEDED if counts.get(state.value))
+        raise CliError(
+            f"{not_ok} of {_judged(counts)} job(s) did not succeed: {_summary(counts)}; "
+            f"see conveyor jobs --status {worst}"
+        )
     if not as_json:
         render.out.print(f"done: {_summary(counts)}")
 
 
+def _since(given: str | None) -> tuple[str | None, float]:
+    """--since as (an ISO time, None) or (None, seconds ago); the platform's clock applies the latter."""
+    if given is None:
+        return None, 60.0
+    if match := _DURATION.fullmatch(given.strip()):
+        return None, float(match.group(1)) * _SECONDS[match.group(2)]
+    try:
+        return datetime.fromisoformat(given).astimezone(UTC).isoformat(), 0.0  # a time without zone is local
+    except ValueError:
+        example = "an ISO time (2026-12-02T10:00) or a duration (90s, 10m, 2h)"
+        raise CliError(f"--since {given!r}: give {example}", exit_code=2) from None
+
+
+def _judged(counts: dict[str, int]) -> int:
+    return sum(n for state, n in counts.items() if state != "timed_out_waiting")
+
+
 def _summary(counts: dict[str, int]) -> str:
-    return ", ".join(f"{n} {state}" for state, n in counts.items() if n and state != "timed_out_waiting")
+    """Every state with jobs, the ones that did not succeed first: the numbers add up to the total."""
+    order = [s.value for s in NOT_SUCCEEDED] + [s.value for s in JobState if s not in NOT_SUCCEEDED]
+    parts = [f"{counts[state]} {state}" for state in order if counts.get(state)]
+    return ", ".join(parts) or "no jobs"
 
 
 def wait_for_jobs(
-    client: ConveyorClient, services: list[str], expected: int, timeout_s: float, *, quiet: bool = False
+    client: ConveyorClient,
+    services: list[str],
+    expected: int,
+    timeout_s: float,
+    *,
+    since: str | None = None,
+    within_s: float = 60.0,
+    quiet: bool = False,
 ) -> dict[str, int]:
-    """Poll the platform until the jobs are done; returns job counts by state."""
+    """Poll the platform until the judged jobs are done; returns their counts by state."""
     deadline = time.monotonic() + timeout_s
     with render.progress(transient=quiet) as bar:
         task = bar.add_task("jobs", total=expected or None, visible=not quiet)
         while True:
-            counts = _counts(client.job_counts(), services)
+            since, by_service = client.recent_job_counts(since, within_s)  # the same moment from then on
+            counts = _counts(by_service, services)
             finished = sum(n for state, n in counts.items() if state in {s.value for s in TERMINAL_STATES})
             pending = counts.get("queued", 0) + counts.get("running", 0)
             bar.update(task, completed=finished, total=max(expected, finished + pending) or None)
