@@ -11,6 +11,11 @@ class DataLayout:
     root: Path
 
     @property
+    def lock_file(self) -> Path:
+        """Locked by the running platform from the start of `conveyor up` to its end."""
+        return self.root / ".lock"
+
+    @property
     def database(self) -> Path:
         return self.root / "conveyor.db"
 

@@ -4,16 +4,20 @@ command as a subprocess, its output read from a pipe as in a CI log."""
 from __future__ import annotations
 
 import re
+import signal
+import socket
+import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from conveyor.cli.app import hoist_global_options
 from conveyor.model.job import JobRecord, JobState
 from conveyor.platform.platform import Platform
 from tests.conftest import PlatformFactory
-from tests.support.cli import Cli, cli_environment, start_up, stop_up
+from tests.support.cli import CONVEYOR, Cli, cli_environment, start_up, stop_up
 from tests.support.platform import put_text, service, wait_for_jobs, wait_for_state
 
 pytestmark = pytest.mark.e2e
@@ -176,3 +180,66 @@ def test_wait_judges_the_jobs_of_this_round_and_its_numbers_add_up(
     assert done.returncode == 2 and "there is no service 'nosuch'" in done.stderr
     done = cli("wait", "--since", "yesterday", check=False)
     assert done.returncode == 2 and "give an ISO time" in done.stderr
+
+
+def test_put_refuses_where_no_service_reads_says_where_each_file_went_and_follows_rsync(
+    make_platform: PlatformFactory, tmp_path: Path
+) -> None:
+    platform = make_platform()
+    platform.catalog.apply([service("shout", "cp $INPUT_FILE_PATH $TMP_OUTPUT_DIR/", ["text/in"], ["text/out"])])
+    cli = cli_for(platform, tmp_path)
+    (tmp_path / "f.txt").write_text("f")
+    frames = tmp_path / "frames"
+    (frames / "sub").mkdir(parents=True)
+    (frames / "a.txt").write_text("a")
+    (frames / "sub" / "b.txt").write_text("b")
+
+    no_slash = cli("put", str(tmp_path / "f.txt"), "text/in", check=False)
+    assert no_slash.returncode == 2
+    assert "no service reads text/in, so no job would start; did you mean text/in/" in no_slash.stderr
+    assert "read by shout" in no_slash.stderr and "--force" in no_slash.stderr
+    typo = cli("put", str(tmp_path / "f.txt"), "txet/in/", check=False)
+    assert typo.returncode == 2 and "no service reads txet/in/f.txt" in typo.stderr
+    assert "txet" not in platform.storage.default.list_buckets(), "a refused upload creates no bucket"
+
+    done = cli("put", str(tmp_path / "f.txt"), "text/in/")
+    assert f"{tmp_path / 'f.txt'} -> text/in/f.txt (starts shout)" in done.stdout
+    contents = cli("put", f"{frames}/", "text/in/")
+    assert "-> text/in/a.txt (starts shout)" in contents.stdout
+    assert "-> text/in/sub/b.txt (starts shout)" in contents.stdout
+    folder = cli("put", str(frames), "text/in/")
+    assert "-> text/in/frames/sub/b.txt (starts shout)" in folder.stdout
+
+    forced = cli("put", "--force", str(tmp_path / "f.txt"), "archive/2026/")
+    assert "created bucket archive" in forced.stderr
+    assert "-> archive/2026/f.txt (no service reads it)" in forced.stdout
+
+
+def test_a_command_run_while_up_is_still_starting_waits_for_it(tmp_path: Path) -> None:
+    """A script that starts `conveyor up` in the background and waits for /health, as the issue's user did."""
+    env = cli_environment(tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (tmp_path / "up.log").open("w")
+    up = subprocess.Popen(
+        [*CONVEYOR, "up", "--port", str(port), "--s3-port", "0", "--runtime", "process"],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and up.poll() is None, (tmp_path / "up.log").read_text()
+                time.sleep(0.02)
+        services = Cli(env, tmp_path)("services", "--json")
+        assert services.returncode == 0, services.stderr
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(60)

@@ -155,7 +155,7 @@ def test_a_store_that_keeps_crashing_is_given_up_and_every_answer_says_why(
         assert "not restarted again" in answer.text
     (tmp_path / "a.txt").write_text("a")
     cli = Cli(cli_environment(tmp_path), tmp_path)
-    refused = cli("put", str(tmp_path / "a.txt"), "bucket/in/", check=False)
+    refused = cli("put", "--force", str(tmp_path / "a.txt"), "bucket/in/", check=False)
     assert refused.returncode == 1
     assert "the platform's store does not answer: the embedded store exited 5 times" in refused.stderr
     assert "Traceback" not in refused.stderr

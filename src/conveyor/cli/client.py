@@ -11,8 +11,10 @@ when it does not, so the same commands drive a real OSCAR cluster.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from conveyor.cli import render
 from conveyor.layout import DataLayout
 from conveyor.settings import ClientSettings
 
@@ -72,7 +75,7 @@ def resolve_connection(layout: DataLayout, client: ClientSettings) -> Connection
             password=client.password or stored.get("admin_password", ""),
             api=client.api,
         )
-    if not layout.platform_file.exists():
+    if not layout.platform_file.exists() and not _wait_while_starting(layout):
         raise CliError(
             f"Conveyor is not running on {layout.root}: start it with `conveyor up` "
             "(or point at another platform with --endpoint, or use --data-dir)"
@@ -90,6 +93,40 @@ def resolve_connection(layout: DataLayout, client: ClientSettings) -> Connection
         password=client.password or stored["admin_password"],
         api=client.api,
     )
+
+
+STARTING_WAIT_S = 60.0
+"""How long a command waits for a platform that is starting (its data dir locked, no platform.json yet)."""
+
+
+def _wait_while_starting(layout: DataLayout, timeout_s: float = STARTING_WAIT_S) -> bool:
+    """A `conveyor up` holds the data dir's lock from the start and writes platform.json once it
+    serves: in between, wait for it (a script that started it in the background) instead of failing."""
+    if not _starting(layout):
+        return False
+    render.note(f"Conveyor is starting on {layout.root}; waiting for it ...")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if layout.platform_file.exists():
+            return True
+        if not _starting(layout):
+            return layout.platform_file.exists()
+        time.sleep(0.1)
+    return False
+
+
+def _starting(layout: DataLayout) -> bool:
+    """Whether a platform holds the data dir's lock (see Platform._take_data_dir_lock)."""
+    try:
+        with layout.lock_file.open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            return False
+    except OSError:
+        return False
 
 
 def _process_alive(pid: int) -> bool:

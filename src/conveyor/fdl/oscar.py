@@ -322,10 +322,25 @@ def _load_service(
             if script_reported and error["loc"][:1] == ("script",):
                 continue  # already said what is wrong with the script file
             _report_validation_error(item, error["loc"], error["type"], error["msg"], report)
+        _report_rules_without(data, {error["loc"][0] for error in exc.errors() if error["loc"]}, item, report)
         return None
     for problem in definition_problems(service):
         report.problem((*item.path, *_parse_field(problem.field)), problem.message)
     return service
+
+
+def _report_rules_without(data: dict[str, Any], invalid: set[Any], item: _ServiceItem, report: _Report) -> None:
+    """A service with invalid fields still gets the rules on the rest (an output under its own input,
+    an undefined provider), so that one round of fixes is enough: the invalid fields are dropped,
+    and the rules run when what remains is a service; what they say of a dropped field is not repeated."""
+    try:
+        rest = Service.model_validate({key: value for key, value in data.items() if key not in invalid})
+    except ValidationError:
+        return  # a required field is among the invalid ones: the rules have nothing to look at
+    for problem in definition_problems(rest):
+        field = _parse_field(problem.field)
+        if field[:1] and field[0] not in invalid:
+            report.problem((*item.path, *field), problem.message)
 
 
 def _read_script(value: Any, base_dir: Path, path: YamlPath, report: _Report) -> str | None:

@@ -190,7 +190,7 @@ class Platform:
         self.stop()
 
     def _take_data_dir_lock(self) -> None:
-        lock = (self.layout.root / ".lock").open("w")
+        lock = self.layout.lock_file.open("w")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

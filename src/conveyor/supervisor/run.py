@@ -80,7 +80,7 @@ class Supervisor:
         """
         if not spec.batch:
             return self._attempt(
-                spec, lambda log: self._resume(spec, log) if resume else self._run(spec, log), resume=resume
+                spec, lambda log: self._resume(spec, log) if resume else self._run(spec, log, stop=stop), resume=resume
             )
         stop = stop or threading.Event()
         if spec.service.batch is not None and spec.service.batch.mode == "directory":
@@ -107,9 +107,13 @@ class Supervisor:
         log.write("INFO" if outcome.state == JobState.SUCCEEDED else "ERROR", f"job {outcome.state}: {outcome.message}")
         return outcome
 
-    def _run(self, spec: JobSpec, log: JobLog, runner_key: str | None = None) -> JobOutcome:
+    def _run(
+        self, spec: JobSpec, log: JobLog, runner_key: str | None = None, stop: threading.Event | None = None
+    ) -> JobOutcome:
         input_dir, output_dir = _fresh_work_dir(spec.work_dir)
         env = self._stage_in(spec, input_dir, log)
+        if stop is not None and stop.is_set():  # cancelled while its input came in
+            return JobOutcome(state=JobState.CANCELLED, message="cancelled on request before its script started")
         env[contract.INPUT_FILE_PATHS] = env[contract.INPUT_FILE_PATH]
         env[contract.TMP_INPUT_DIR] = str(input_dir)
         env[contract.TMP_OUTPUT_DIR] = str(output_dir)

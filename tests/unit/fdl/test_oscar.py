@@ -525,6 +525,34 @@ def test_several_problems_are_reported_at_once(workdir: Path) -> None:
     assert "nowhere.sh does not exist" in problems[2].message
 
 
+def test_a_service_with_an_invalid_field_still_gets_the_rules_on_the_rest_in_the_same_round(workdir: Path) -> None:
+    fdl = write_fdl(
+        """\
+        functions:
+          oscar:
+          - c:
+              name: loop
+              image: alpine
+              script: run.sh
+              memory: lots
+              input:
+              - {storage_provider: minio.default, path: photos/in}
+              output:
+              - {storage_provider: minio.default, path: photos/in/out}
+              - {storage_provider: s3.nowhere, path: results/out}
+        """
+    )
+
+    problems = problems_of(fdl)
+
+    assert where(problems) == [
+        ("workflow.yaml:7", "functions.oscar[0].c.memory"),
+        ("workflow.yaml:11", "functions.oscar[0].c.output[0].path"),
+        ("workflow.yaml:12", "functions.oscar[0].c.output[1].storage_provider"),
+    ]
+    assert "own input" in problems[1].message and "not defined" in problems[2].message
+
+
 def test_shared_storage_provider_error_is_reported_once_at_the_top_level(workdir: Path) -> None:
     fdl = write_fdl(
         """\

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Self
@@ -25,6 +26,8 @@ from conveyor.runners.docker import DockerRunner
 from conveyor.settings import LocalBackendSettings
 from conveyor.storage.registry import ProviderRegistry
 from conveyor.supervisor.run import Supervisor
+
+CANCEL_RETRY_S = 0.05
 
 
 def host_memory_bytes() -> int:
@@ -204,12 +207,29 @@ class LocalBackend(Backend):
         return statuses
 
     def cancel(self, handles: list[JobHandle]) -> list[bool]:
+        stopped = []
         for handle in handles:
             with self._lock:
                 stop = self._stops.get(handle.job_id)
+                future = self._futures.get(handle.job_id)
             if stop is not None:
                 stop.set()
-        return [self.runner.cancel(handle.job_id) for handle in handles]
+            killed = self.runner.cancel(handle.job_id)
+            if not killed and future is not None:
+                self._keep_cancelling(handle.job_id, future)
+            stopped.append(killed)
+        return stopped
+
+    def _keep_cancelling(self, job_id: str, future: Future[JobOutcome]) -> None:
+        """A cancel that came before the runner started the script (stage-in, container creation):
+        the supervisor starts no script once `stop` is set, but one may be starting right now, so the
+        runner is asked again until it kills it or the job ends."""
+
+        def again() -> None:
+            while not future.done() and not self.runner.cancel(job_id):
+                time.sleep(CANCEL_RETRY_S)
+
+        threading.Thread(target=again, name=f"cancel-{job_id[-8:]}", daemon=True).start()
 
     def close(self) -> None:
         for job_id in list(self._futures):

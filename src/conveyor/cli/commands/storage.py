@@ -21,14 +21,18 @@ from conveyor.cli.app import context
 from conveyor.cli.client import CliError
 from conveyor.cli.options import JsonOption
 from conveyor.errors import StorageError, StorageUnreachable
+from conveyor.events.routing import InputIndex
 from conveyor.model.event import ObjectRef
 from conveyor.model.kinds import DEFAULT_PROVIDER, ProviderId
+from conveyor.model.service import Service
 from conveyor.storage.base import StorageProvider
 from conveyor.storage.registry import build_provider
 
 PUT_HELP = """Upload files (or whole directories) into the store. A destination ending in '/' is a
-folder: each file keeps its name (and a directory its inner paths) under it. Every file that
-lands under a service's input path starts one job.
+folder: each file keeps its name under it; a directory goes in as a folder of that name (`put
+frames video/in/` gives video/in/frames/...), or its contents alone with a trailing slash (`put
+frames/ video/in/`), as rsync does. Every file that lands under a service's input path starts one
+job; an upload that no service reads is refused (a typo, or a folder without its '/'), unless --force.
 
 **Example**: conveyor put frames/*.jpg video/frames/
 """
@@ -55,18 +59,21 @@ def _parse_ref(text: str) -> ObjectRef:
         raise CliError(str(error), exit_code=2) from None
 
 
-def _upload_plan(sources: list[Path], destination: str) -> list[tuple[Path, ObjectRef]]:
+def _upload_plan(given: list[str], destination: str) -> list[tuple[Path, ObjectRef]]:
+    """Each local file and the object it becomes. A directory named with a trailing '/' gives its
+    contents, without one the directory itself (rsync's rule)."""
     dest = _parse_ref(destination)
+    sources = [Path(text) for text in given]
     as_folder = destination.endswith("/") or len(sources) > 1 or any(s.is_dir() for s in sources) or not dest.key
     folder = dest.key.rstrip("/")
     plan: list[tuple[Path, ObjectRef]] = []
-    for source in sources:
+    for text, source in zip(given, sources, strict=True):
         if not source.exists():
             raise CliError(f"{source}: no such file or directory", exit_code=2)
         files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
         for file in files:
             relative = file.relative_to(source).as_posix() if source.is_dir() else file.name
-            if source.is_dir():
+            if source.is_dir() and not text.endswith("/"):
                 relative = f"{source.name}/{relative}"
             key = f"{folder}/{relative}".lstrip("/") if as_folder else dest.key
             plan.append((file, ObjectRef(provider=dest.provider, bucket=dest.bucket, key=key)))
@@ -121,19 +128,79 @@ def put(
         typer.Argument(help="Local files or directories, then the destination [provider:]bucket/folder/."),
     ],
     fdl: FdlOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Upload even where no service reads.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     if len(paths) < 2:
         raise CliError("give at least one local file and a destination, e.g. conveyor put a.jpg bucket/in/", 2)
     *sources, destination = paths
-    plan = _upload_plan([Path(source) for source in sources], destination)
+    plan = _upload_plan(sources, destination)
+    index = _input_index(ctx, plan[0][1].provider)
+    readers = None if index is None else {ref: index.services_for(ref) for _, ref in plan}
+    if index is not None and readers is not None and not any(readers.values()) and not force:
+        problem = _nothing_reads(index, plan[0][1], destination, len(plan))
+        if plan[0][1].provider == DEFAULT_PROVIDER:  # the platform's own store is there to start jobs
+            raise CliError(f"{problem}. Add --force to upload anyway", exit_code=2)
+        render.warn(problem)
+    bucket = plan[0][1].bucket
     with _outage_explained(ctx, plan[0][1].provider), _open_store(ctx, plan[0][1].provider, fdl) as store:
-        store.ensure_bucket(plan[0][1].bucket)
+        if store.ensure_bucket(bucket):
+            render.note(f"created bucket {bucket}")
         stored = _transfer(plan, lambda item: store.upload(*item), "uploading", quiet=as_json)
     if as_json:
         render.print_json([{"key": str(info.ref), "size": info.size, "etag": info.etag} for info in stored])
     else:
-        render.out.print(f"uploaded {len(stored)} file(s) to {plan[0][1].bucket}")
+        _say_where_files_went(plan, readers)
+
+
+SHOWN_FILES = 10
+"""Up to this many uploaded files are listed one per line; more are summed up."""
+
+
+def _input_index(ctx: typer.Context, provider: str) -> InputIndex | None:
+    """The platform's services by input path; None when it cannot say (not running, for another store
+    than its own; an OSCAR cluster whose services do not parse)."""
+    try:
+        with context(ctx).client() as client:
+            listing = client.services()
+        index = InputIndex()
+        index.rebuild([Service.model_validate(entry["service"]) for entry in listing])
+    except CliError:
+        if provider == DEFAULT_PROVIDER:
+            raise
+        return None
+    except ValueError:
+        return None
+    return index
+
+
+def _nothing_reads(index: InputIndex, first: ObjectRef, destination: str, files: int) -> str:
+    where = f"{first.bucket}/{first.key}" if files == 1 else f"{first.bucket}/{first.key.rsplit('/', 1)[0]}/"
+    message = f"no service reads {where}, so no job would start"
+    if not destination.endswith("/") and files == 1:
+        folder = _parse_ref(destination + "/")
+        probe = ObjectRef(provider=folder.provider, bucket=folder.bucket, key=f"{folder.key}{first.name}")
+        if services := index.services_for(probe):
+            message += f"; did you mean {destination}/ (a folder ends with '/'), read by {', '.join(services)}?"
+    return message
+
+
+def _say_where_files_went(plan: list[tuple[Path, ObjectRef]], readers: dict[ObjectRef, list[str]] | None) -> None:
+    """A line for the upload, then each file and the service it starts (up to SHOWN_FILES)."""
+    render.out.print(f"uploaded {len(plan)} file(s) to {plan[0][1].bucket}/{_common_folder(plan)}")
+    if len(plan) <= SHOWN_FILES:
+        for file, ref in plan:
+            services = (readers or {}).get(ref)
+            starts = f" (starts {', '.join(services)})" if services else " (no service reads it)" if readers else ""
+            render.out.print(f"  {file} -> {ref.bucket}/{ref.key}{starts}")
+    unread = [ref for _, ref in plan if readers is not None and not readers[ref]]
+    if unread and len(plan) > SHOWN_FILES:
+        render.warn(f"{len(unread)} of {len(plan)} file(s) start no job: no service reads where they went")
+
+
+def _common_folder(plan: list[tuple[Path, ObjectRef]]) -> str:
+    folders = {ref.key.rsplit("/", 1)[0] + "/" if "/" in ref.key else "" for _, ref in plan}
+    return folders.pop() if len(folders) == 1 else ""
 
 
 def _transfer(items: list[T], action: Callable[[T], R], description: str, *, quiet: bool) -> list[R]:
