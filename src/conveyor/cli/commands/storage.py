@@ -20,7 +20,7 @@ from conveyor.cli import render
 from conveyor.cli.app import context
 from conveyor.cli.client import CliError
 from conveyor.cli.options import JsonOption
-from conveyor.errors import StorageError, StorageUnreachable
+from conveyor.errors import StorageError, StorageUnavailable, StorageUnreachable
 from conveyor.model.event import ObjectRef
 from conveyor.model.kinds import DEFAULT_PROVIDER, ProviderId
 from conveyor.storage.base import StorageProvider
@@ -127,17 +127,27 @@ def put(
         raise CliError("give at least one local file and a destination, e.g. conveyor put a.jpg bucket/in/", 2)
     *sources, destination = paths
     plan = _upload_plan([Path(source) for source in sources], destination)
-    with _outage_explained(ctx, plan[0][1].provider), _open_store(ctx, plan[0][1].provider, fdl) as store:
+    provider = plan[0][1].provider
+    with _outage_explained(ctx, provider), _open_store(ctx, provider, fdl) as store:
         store.ensure_bucket(plan[0][1].bucket)
-        stored = _transfer(plan, lambda item: store.upload(*item), "uploading", quiet=as_json)
+        explain = lambda error: _full_disk(ctx, provider, error)  # noqa: E731
+        stored = _transfer(plan, lambda item: store.upload(*item), "uploading", quiet=as_json, explain=explain)
     if as_json:
         render.print_json([{"key": str(info.ref), "size": info.size, "etag": info.etag} for info in stored])
     else:
         render.out.print(f"uploaded {len(stored)} file(s) to {plan[0][1].bucket}")
 
 
-def _transfer(items: list[T], action: Callable[[T], R], description: str, *, quiet: bool) -> list[R]:
-    """Run `action` over `items` a few at a time, with a progress bar for more than one."""
+def _transfer(
+    items: list[T],
+    action: Callable[[T], R],
+    description: str,
+    *,
+    quiet: bool,
+    explain: Callable[[StorageError], str | None] = lambda _error: None,
+) -> list[R]:
+    """Run `action` over `items` a few at a time, with a progress bar for more than one; `explain` may say
+    why a transfer failed better than the store's answer does."""
     results = []
     with ThreadPoolExecutor(PARALLEL_TRANSFERS) as pool, render.progress(transient=quiet) as bar:
         task = bar.add_task(description, total=len(items), visible=len(items) > 1 and not quiet)
@@ -148,8 +158,18 @@ def _transfer(items: list[T], action: Callable[[T], R], description: str, *, qui
         except StorageUnreachable:
             raise  # _outage_explained says why
         except StorageError as error:
-            raise CliError(f"{description} stopped: {error}") from None
+            raise CliError(f"{description} stopped: {explain(error) or error}") from None
     return results
+
+
+def _full_disk(ctx: typer.Context, provider: str, error: StorageError) -> str | None:
+    """A refusal of the platform's own store (its 500 says only `InternalError`) that the platform's
+    full disk explains: `the platform's disk is full: the data directory /x has 0 MB free (needs 64 MB) ...`."""
+    if provider != DEFAULT_PROVIDER or not isinstance(error, StorageUnavailable):
+        return None
+    with context(ctx).client() as client:
+        disk = client.problem("disk")
+    return f"the platform's disk is full: {disk}" if disk else None
 
 
 @contextmanager
