@@ -28,11 +28,12 @@
     └── PlatformError            the embedded platform could not start or stop
 
 Providers and backends map their SDK's exceptions into this tree; nothing returns False
-to signal failure.
+to signal failure. A full disk is not a kind of its own: `no_space_left` tells it from any error.
 """
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,3 +167,26 @@ class UnsafeKeyError(ConveyorError):
 
 class PlatformError(ConveyorError):
     pass
+
+
+SQLITE_FULL = 13
+"""SQLite's `database or disk is full` (sqlite3's `sqlite_errorcode`)."""
+
+
+def no_space_left(error: BaseException) -> bool:
+    """Whether a full disk caused `error`: ENOSPC or EDQUOT anywhere in its chain of causes, or SQLite's
+    `database or disk is full` (also inside SQLAlchemy's wrapper, which keeps it as `orig`)."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if getattr(current, "sqlite_errorcode", None) == SQLITE_FULL:
+            return True
+        orig = getattr(current, "orig", None)
+        pending += [current.__cause__, current.__context__, orig if isinstance(orig, BaseException) else None]
+    return False

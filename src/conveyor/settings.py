@@ -97,6 +97,9 @@ class DispatchSettings(BaseModel):
     retry_max_s: float = Field(300.0, gt=0, description="longest wait between attempts")
     lineage_limit: int = Field(16, ge=1, description="jobs in a row that may trigger each other")
     reconcile_interval_s: float = Field(60.0, ge=0, description="how often inputs are listed for lost events; 0: never")
+    min_free_mb: int = Field(
+        64, ge=0, description="no job starts while the data directory's disk has less free (MB); 0: only when full"
+    )
 
 
 class ClientSettings(BaseModel):

@@ -8,11 +8,13 @@ everything runs and `detach` takes it away first thing at shutdown.
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 
 from conveyor import __version__
 from conveyor.api.deps import BASIC_CHALLENGE, is_admin
@@ -27,10 +29,15 @@ from conveyor.errors import (
     NotFound,
     NotSupported,
     StorageUnavailable,
+    no_space_left,
     validation_reasons,
 )
 from conveyor.events.intake import GroupedIntake
 from conveyor.settings import ApiSettings
+
+log = logging.getLogger(__name__)
+
+DISK_FULL = "the platform's disk is full"
 
 STATUS_OF: tuple[tuple[type[ConveyorError], int], ...] = (
     (NotFound, 404),
@@ -61,6 +68,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     for error_class, _ in STATUS_OF:
         app.add_exception_handler(error_class, _refusal)
     app.add_exception_handler(StorageUnavailable, _store_unavailable)
+    app.add_exception_handler(OSError, _platform_failure)
+    app.add_exception_handler(SQLAlchemyError, _platform_failure)
     return app
 
 
@@ -101,11 +110,27 @@ async def _refusal(_request: Request, error: Exception) -> Response:
 
 
 async def _store_unavailable(request: Request, error: Exception) -> Response:
-    """503 with one line: why the store is away when the platform knows (its store is restarting), else
-    what the store answered. Never a 500: the request may succeed once the store is back."""
-    control: ControlPlane | None = request.app.state.control
-    known = control.status.readiness().problems.get("store") if control is not None else None
+    """503 with one line: why the store is away when the platform knows (its store is restarting, its
+    disk is full), else what the store answered. Never a 500: the request may succeed once the store is back."""
+    problems = _problems(request)
+    known = f"{DISK_FULL}: {problems['disk']}" if "disk" in problems else problems.get("store")
     return PlainTextResponse(known or str(error), status_code=503, headers={"Retry-After": "5"})
+
+
+async def _platform_failure(request: Request, error: Exception) -> Response:
+    """A file or the ledger could not be written: on a full disk, 503 with one line that says so (the
+    request may succeed once there is room); anything else is a failure of the platform (500)."""
+    if not no_space_left(error):
+        log.error("%s %s failed", request.method, request.url.path, exc_info=error)
+        return PlainTextResponse("Internal Server Error", status_code=500)
+    reason = _problems(request).get("disk") or str(error).splitlines()[0]
+    return PlainTextResponse(f"{DISK_FULL}: {reason}", status_code=503, headers={"Retry-After": "30"})
+
+
+def _problems(request: Request) -> dict[str, str]:
+    """What keeps the platform from working, by part, when it runs (readiness)."""
+    control: ControlPlane | None = request.app.state.control
+    return control.status.readiness().problems if control is not None else {}
 
 
 async def _plain_text_validation_error(request: Request, error: Exception) -> Response:

@@ -192,11 +192,15 @@ class ConveyorClient:
 
     def store_problem(self) -> str | None:
         """Why the platform's own store does not serve now, when the platform knows."""
+        return self.problem("store")
+
+    def problem(self, part: str) -> str | None:
+        """What keeps one part of the platform (`store`, `disk`) from working now, when the platform knows."""
         try:
             health = self.health()
         except CliError:
             return None
-        return (health or {}).get("problems", {}).get("store")
+        return (health or {}).get("problems", {}).get(part)
 
     @cached_property
     def speaks_conveyor(self) -> bool:

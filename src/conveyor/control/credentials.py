@@ -6,12 +6,13 @@ The embedded platform makes these secrets on first start and keeps them in its d
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+
+from conveyor.files import write_atomically
 
 
 class Credentials(BaseModel):
@@ -34,7 +35,7 @@ class Credentials(BaseModel):
             webhook_token=stored.get("webhook_token") or secrets.token_hex(32),
         )
         if credentials.model_dump() != stored:
-            _write_private(path, credentials.model_dump_json(indent=2))
+            write_atomically(path, credentials.model_dump_json(indent=2), mode=0o600)
         return credentials
 
     def is_admin(self, user: str, password: str) -> bool:
@@ -63,10 +64,3 @@ class StoreAccess(BaseModel):
 def _same(given: str, expected: str) -> bool:
     """compare_digest on bytes: on str it refuses anything but ASCII."""
     return secrets.compare_digest(given.encode(), expected.encode())
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text)

@@ -3,8 +3,9 @@ from figures that cost the same whatever the ledger and the store hold (counts b
 own counters).
 
 Ready means every part Conveyor depends on answers: its own store, the ledger, each enabled
-backend. A store behind a service that does not answer (a Ceph or an S3 that is down) makes only
-that service's jobs wait: it is listed, and the platform stays ready.
+backend, and that the data directory's disk has room for jobs. A store behind a service that does not
+answer (a Ceph or an S3 that is down) makes only that service's jobs wait: it is listed, and the
+platform stays ready.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from conveyor.backends.base import Resources
 from conveyor.backends.registry import Backends
 from conveyor.control.credentials import StoreAccess
+from conveyor.dispatch.disk import DiskGate
 from conveyor.dispatch.outages import Outages
 from conveyor.ledger.store import Ledger
 from conveyor.model.job import JobState
@@ -44,7 +46,7 @@ class PlatformFigures:
 @dataclass(frozen=True)
 class Readiness:
     problems: dict[str, str]
-    """What keeps the platform from working, by part (`store`, `ledger`, `backend local`): why."""
+    """What keeps the platform from working, by part (`store`, `ledger`, `backend local`, `disk`): why."""
     waiting: dict[str, str]
     """Stores behind services that do not answer, and why: their services' jobs wait."""
 
@@ -67,6 +69,7 @@ class StatusBoard:
         warnings: list[str],
         store_problem: Callable[[], str | None] = lambda: None,
         outages: Outages | None = None,
+        disk: DiskGate | None = None,
     ) -> None:
         self._backends = backends
         self._ledger = ledger
@@ -80,6 +83,7 @@ class StatusBoard:
         self._store_problem = store_problem
         """Why the platform's own store is not serving (its watchdog knows); None while it is."""
         self._outages = outages
+        self._disk = disk
 
     def readiness(self) -> Readiness:
         problems: dict[str, str] = {}
@@ -94,6 +98,8 @@ class StatusBoard:
         for kind, backend in self._backends.items():
             if problem := backend.problem():
                 problems[f"backend {kind}"] = problem
+        if self._disk is not None and (low := self._disk.holding()):
+            problems["disk"] = low
         return Readiness(problems=problems, waiting=waiting)
 
     def figures(self) -> PlatformFigures:

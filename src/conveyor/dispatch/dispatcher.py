@@ -20,9 +20,10 @@ from datetime import datetime
 
 from conveyor.backends.base import Backend
 from conveyor.backends.registry import Backends
+from conveyor.dispatch.disk import DiskGate
 from conveyor.dispatch.outages import Outages
 from conveyor.dispatch.retry import Decision, RetryPolicy
-from conveyor.errors import ConveyorError, UnsafeKeyError
+from conveyor.errors import ConveyorError, UnsafeKeyError, no_space_left
 from conveyor.layout import DataLayout
 from conveyor.ledger.store import ClaimedJob, Ledger
 from conveyor.model.event import utcnow
@@ -51,6 +52,7 @@ class Dispatcher:
         layout: DataLayout,
         retry: RetryPolicy | None = None,
         outages: Outages | None = None,
+        disk: DiskGate | None = None,
     ) -> None:
         self.ledger = ledger
         self.backends = backends
@@ -58,11 +60,16 @@ class Dispatcher:
         self.retry = retry or RetryPolicy()
         self.outages = outages
         """Stores that do not answer: the jobs of services that use one wait, queued."""
+        self.disk = disk
+        """The data directory's free space: while it is low no job starts, and failures wait for room."""
         self._wake = threading.Condition()
         self._woken = False
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._inflight: dict[str, _Inflight] = {}
+        self._unrecorded: dict[str, tuple[JobSpec, JobOutcome]] = {}
+        """Jobs that ended but whose end the ledger has not taken yet (a full disk): written each round,
+        before any job starts, until it takes them; never dropped."""
         self._waiters: dict[str, Future[JobOutcome]] = {}
         self._waiters_lock = threading.Lock()
         self._services: dict[str, Service] = {}
@@ -174,8 +181,11 @@ class Dispatcher:
                 if self._next_retry is None and not self._no_retry_waiting:
                     self._schedule_retry_check(self.ledger.next_retry_time())
                     self._no_retry_waiting = self._next_retry is None
-            except Exception:  # the dispatcher must survive any one bad job or a busy database
-                log.exception("dispatcher round failed; retrying")
+            except Exception as error:  # the dispatcher must survive any one bad job or a busy database
+                if no_space_left(error):
+                    log.warning("dispatcher round failed, the disk is full; retrying: %s", str(error).splitlines()[0])
+                else:
+                    log.exception("dispatcher round failed; retrying")
 
     def _sleep_s(self) -> float:
         if self._next_retry is None:
@@ -192,8 +202,6 @@ class Dispatcher:
         self._next_retry = moment if self._next_retry is None else min(self._next_retry, moment)
 
     def _collect_finished(self) -> None:
-        if not self._inflight:
-            return
         by_backend: dict[str, list[JobHandle]] = {}
         for entry in list(self._inflight.values()):
             by_backend.setdefault(entry.handle.backend, []).append(entry.handle)
@@ -203,7 +211,20 @@ class Dispatcher:
                     continue
                 entry = self._inflight.pop(status.handle.job_id, None)
                 if entry is not None:
-                    self._complete(entry.spec, status.outcome)
+                    self._ended(entry.spec, status.outcome)
+        self._record_ended()
+
+    def _ended(self, spec: JobSpec, outcome: JobOutcome) -> None:
+        """A job ended: its outcome is judged once (a full disk explains a failure?), then kept until recorded."""
+        self._unrecorded[spec.job_id] = (spec, self.disk.judge(outcome) if self.disk is not None else outcome)
+
+    def _record_ended(self) -> None:
+        """Record the jobs that ended. A write that fails (a full disk) raises and keeps the rest for the
+        next round: the ledger writes of _complete may be repeated (a retry or a wait counts once)."""
+        for job_id, (spec, outcome) in list(self._unrecorded.items()):
+            self._complete(spec, outcome)
+            del self._unrecorded[job_id]
+            self._cancelled.difference_update(member.job_id for member in spec.inputs)
 
     def _complete(self, spec: JobSpec, outcome: JobOutcome) -> None:
         if spec.batch:
@@ -233,10 +254,8 @@ class Dispatcher:
 
     def _settle(self, spec: JobSpec, outcome: JobOutcome) -> JobOutcome | None:
         """The outcome to record, or None when a retry was queued instead."""
-        if spec.job_id in self._cancelled:
-            self._cancelled.discard(spec.job_id)
-            if outcome.state != JobState.SUCCEEDED:
-                outcome = outcome.model_copy(update={"state": JobState.CANCELLED, "message": "cancelled on request"})
+        if spec.job_id in self._cancelled and outcome.state != JobState.SUCCEEDED:  # forgotten once recorded
+            outcome = outcome.model_copy(update={"state": JobState.CANCELLED, "message": "cancelled on request"})
         decision = self.retry.decide(outcome, spec.service, spec.attempt)
         if decision == Decision.WAIT:
             if self.outages is not None and (store := outcome.waiting_for_store):
@@ -261,6 +280,8 @@ class Dispatcher:
     def _dispatch_queued(self) -> None:
         """Start queued jobs in order; once a backend (or a service, see Backend.full_per_service) is
         full, the jobs behind it wait, so none is overtaken by a later one that happens to fit."""
+        if self.disk is not None and self.disk.holding():
+            return  # the data directory's disk is low: every job waits (dispatch/disk.py)
         full_backends = {name for name, backend in self.backends.items() if not backend.may_have_room()}
         if len(full_backends) == len(self.backends):
             return  # every backend is full: reading the queue would start nothing

@@ -303,14 +303,16 @@ class Ledger:
                 _finish(connection, job_id, outcome)
 
     def retry_later(self, job_id: str, outcome: JobOutcome, delay_s: float) -> None:
-        """Queue the job's next attempt, not before `delay_s` from now; the failure stays in its message."""
+        """Queue the job's next attempt, not before `delay_s` from now; the failure stays in its message.
+        Only a running job: asked twice (a write the dispatcher repeats), the attempt counts once."""
+        running = (JOBS.c.id == job_id) & (JOBS.c.status == JobState.RUNNING)
         with self._write_rows() as connection:
-            attempt = connection.execute(select(JOBS.c.attempt).where(JOBS.c.id == job_id)).scalar()
+            attempt = connection.execute(select(JOBS.c.attempt).where(running)).scalar()
             if attempt is None:
                 return
             connection.execute(
                 update(JOBS)
-                .where(JOBS.c.id == job_id)
+                .where(running)
                 .values(
                     message=f"attempt {attempt} failed ({outcome.failure}): {outcome.message}; "
                     f"retrying in {delay_s:.0f} s",
@@ -324,12 +326,12 @@ class Ledger:
 
     def wait_for_store(self, job_id: str, outcome: JobOutcome, delay_s: float) -> None:
         """Queue the same attempt again: its store (or engine, or disk) was not there. Not counted as an
-        attempt, so an outage, however long, never makes the job a dead letter."""
+        attempt, so an outage, however long, never makes the job a dead letter. Only a running job."""
         message = f"waiting for {outcome.awaited()}: {outcome.message}"
         with self._write_rows() as connection:
             connection.execute(
                 update(JOBS)
-                .where(JOBS.c.id == job_id)
+                .where(JOBS.c.id == job_id, JOBS.c.status == JobState.RUNNING)
                 .values(
                     message=message,
                     status=JobState.QUEUED,
@@ -397,11 +399,11 @@ class Ledger:
             return [_claimed_from(row) for row in connection.execute(query)]
 
     def requeue(self, job_id: str, message: str) -> None:
-        """Queue a job again as a new attempt."""
+        """Queue a running job again as a new attempt (asked twice, it counts once)."""
         with self._write_rows() as connection:
             connection.execute(
                 update(JOBS)
-                .where(JOBS.c.id == job_id)
+                .where(JOBS.c.id == job_id, JOBS.c.status == JobState.RUNNING)
                 .values(status=JobState.QUEUED, attempt=JOBS.c.attempt + 1, started_at=None, message=message)
             )
 

@@ -30,16 +30,18 @@ from conveyor.control.credentials import Credentials, StoreAccess
 from conveyor.control.jobs import JobsDesk
 from conveyor.control.plane import ControlPlane
 from conveyor.control.status import StatusBoard, StoreFigures
+from conveyor.dispatch.disk import DiskGate, LowDisk
 from conveyor.dispatch.dispatcher import Dispatcher
 from conveyor.dispatch.outages import Outage, Outages
 from conveyor.dispatch.retry import RetryPolicy
-from conveyor.errors import PlatformError
+from conveyor.errors import PlatformError, no_space_left
 from conveyor.events.base import SourceContext
 from conveyor.events.intake import EventIntake
 from conveyor.events.reconciler import Reconciler
 from conveyor.events.routing import InputIndex
 from conveyor.events.seaweedfs_log import replay_changes
 from conveyor.events.sources import EventSources
+from conveyor.files import write_atomically
 from conveyor.layout import DataLayout
 from conveyor.ledger.store import Ledger
 from conveyor.model.event import ObjectEvent, utcnow
@@ -65,6 +67,7 @@ _SHUTDOWN_ORDER = (
     ("reconciler", "stop"),
     ("dispatcher", "stop"),
     ("outages", "stop"),
+    ("disk", "stop"),
     ("backends", "close"),
     ("store", "stop"),
     ("api", "stop"),
@@ -93,8 +96,10 @@ class Platform:
         self.layout.platform_file.unlink(missing_ok=True)  # left by a platform that was killed
         try:
             self._start_components()
-        except BaseException:
+        except BaseException as error:
             self.stop()
+            if isinstance(error, Exception) and (explained := self._full_disk_explains(error)):
+                raise explained from error
             raise
 
     def _start_components(self) -> None:
@@ -127,7 +132,8 @@ class Platform:
         self.warnings += self.backends.notices()
         retry = RetryPolicy(settings.dispatch.retry_base_s, settings.dispatch.retry_max_s)
         self.outages = Outages(self.storage)
-        self.dispatcher = Dispatcher(self.ledger, self.backends, self.layout, retry, self.outages)
+        self.disk = DiskGate(self.layout.root, settings.dispatch.min_free_mb)
+        self.dispatcher = Dispatcher(self.ledger, self.backends, self.layout, retry, self.outages, self.disk)
         self.intake = EventIntake(self.ledger, self.index, self.dispatcher.wake)
         self.sources = EventSources(SourceContext(self.intake, self.storage, self._receiver_url))
         self.catalog = ServiceCatalog(self.ledger, self.storage, self.sources, self.backends, self.store_access)
@@ -149,6 +155,7 @@ class Platform:
         self.reconciler.start()
         self.sources.start()
         self._watch_the_stores()
+        self._watch_the_disk()
         self.started_at = utcnow()
         self.jobs = JobsDesk(self.ledger, self.dispatcher, self.layout, self.intake, self.storage, self.catalog)
         self.control = ControlPlane(
@@ -189,6 +196,16 @@ class Platform:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def _full_disk_explains(self, error: Exception) -> PlatformError | None:
+        """A start that failed on a full disk says so, not what the disk made fail deep down (SQLite's
+        `disk I/O error`, a store that never became ready)."""
+        low = DiskGate(self.layout.root, self.settings.dispatch.min_free_mb).check()
+        if low is None and not no_space_left(error):
+            return None
+        where = low.state if low is not None else f"the disk of the data directory {self.layout.root} is full"
+        cause = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return PlatformError(f"Conveyor cannot start: {where}; free some space, then start it again ({cause})")
+
     def _take_data_dir_lock(self) -> None:
         lock = self.layout.lock_file.open("w")
         try:
@@ -207,7 +224,7 @@ class Platform:
             "pid": os.getpid(),
             "started_at": utcnow().isoformat(),
         }
-        self.layout.platform_file.write_text(json.dumps(info, indent=2))
+        write_atomically(self.layout.platform_file, json.dumps(info, indent=2))
 
     def _watch_the_stores(self) -> None:
         """The embedded store is restarted when it exits; while any store is down, its jobs wait."""
@@ -242,6 +259,22 @@ class Platform:
         self.dispatcher.wake()
         self.reconciler.reconcile_soon()
 
+    def _watch_the_disk(self) -> None:
+        """While the data directory's disk is low, jobs wait; when it has room, they resume."""
+        self.disk.on_low(self._disk_low)
+        self.disk.on_back(self._disk_back)
+        self.disk.start()
+
+    def _disk_low(self, disk: LowDisk) -> None:
+        self._on_notice("warning", f"{disk.state}: jobs wait until there is room")
+
+    def _disk_back(self, disk: LowDisk) -> None:
+        """Held jobs start again; uploads whose event the full ledger could not record are looked for."""
+        after = f"after {disk.seconds:.0f} s ({disk.free} free)"
+        self._on_notice("note", f"the data directory has room again {after}; jobs resume")
+        self.dispatcher.wake()
+        self.reconciler.reconcile_soon()
+
     def _status_board(self) -> StatusBoard:
         return StatusBoard(
             backends=self.backends,
@@ -254,6 +287,7 @@ class Platform:
             warnings=self.warnings,
             store_problem=lambda: self.watchdog.problem,
             outages=self.outages,
+            disk=self.disk,
         )
 
     # ---- how the parts reach each other ---------------------------------------------------

@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from conveyor.errors import PlatformError, StorageUnreachable
+from conveyor.files import write_atomically
 from conveyor.host_processes import command_line_mentions, terminate
 
 # The HTTP ports weed mini listens on, besides S3's. Each component's gRPC port is its HTTP port
@@ -261,11 +262,16 @@ class EmbeddedSeaweed:
         return None if process is None else process.poll()
 
     def keep_crash_log(self) -> Path:
-        """What the weed that just exited wrote, in a file of its own under logs/ (crash-<time>.log)."""
+        """What the weed that just exited wrote, in a file of its own under logs/ (crash-<time>.log); on a
+        full disk it stays where it is, in weed.out, and the store is restarted all the same."""
         path = self.root / "logs" / f"crash-{time.strftime('%Y%m%d-%H%M%S')}.log"
-        with self.log_path.open("rb") as log:
-            log.seek(self._log_offset)
-            path.write_bytes(f"weed exited with code {self.exit_code}\n".encode() + log.read())
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_offset)
+                path.write_bytes(f"weed exited with code {self.exit_code}\n".encode() + log.read())
+        except OSError:
+            path.unlink(missing_ok=True)
+            return self.log_path
         return path
 
     # ---- configuration ---------------------------------------------------------------------
@@ -273,7 +279,10 @@ class EmbeddedSeaweed:
     def _choose_ports(self) -> dict[str, int]:
         """Ports are kept in ports.json so a restart finds the store where users left it."""
         saved_path = self.root / "ports.json"
-        saved: dict[str, int] = json.loads(saved_path.read_text()) if saved_path.exists() else {}
+        try:
+            saved: dict[str, int] = json.loads(saved_path.read_text())
+        except (OSError, ValueError):  # none yet, or damaged (a full disk, before writes were atomic)
+            saved = {}
         s3_port = self._requested_s3_port or saved.get("s3.port") or free_port_pair(self.host, set())
         if not port_is_free(s3_port, self.host):
             raise PlatformError(
@@ -289,7 +298,7 @@ class EmbeddedSeaweed:
                 port = free_port_pair(self.host, taken)
             ports[flag] = port
             taken |= {port, port + GRPC_OFFSET}
-        saved_path.write_text(json.dumps(ports, indent=2))
+        write_atomically(saved_path, json.dumps(ports, indent=2))
         return ports
 
     def _mini_flags(self) -> list[str]:
@@ -317,9 +326,7 @@ class EmbeddedSeaweed:
                 }
             ]
         }
-        s3_config = self.root / "config" / "s3.json"
-        s3_config.write_text(json.dumps(identities))
-        s3_config.chmod(0o600)
+        write_atomically(self.root / "config" / "s3.json", json.dumps(identities), mode=0o600)
         # The filer retries a failed POST (backoff 1..5 s); events still lost after that are
         # found by the reconciler, which lists inputs against the ledger.
         notification = (
@@ -336,9 +343,7 @@ class EmbeddedSeaweed:
             'event_types = ["create", "update", "rename"]\n'
             'path_prefixes = ["/buckets"]\n'
         )
-        toml = self.root / "config" / "notification.toml"
-        toml.write_text(notification)
-        toml.chmod(0o600)
+        write_atomically(self.root / "config" / "notification.toml", notification, mode=0o600)
 
     # ---- readiness -------------------------------------------------------------------------
 

@@ -23,9 +23,10 @@ from conveyor.errors import (
     StorageError,
     StorageUnreachable,
     UnsafeKeyError,
+    no_space_left,
 )
 from conveyor.model.event import iso_z, utcnow
-from conveyor.model.job import ENGINE, Failure, JobOutcome, JobSpec, JobState
+from conveyor.model.job import DISK, ENGINE, Failure, JobOutcome, JobSpec, JobState
 from conveyor.runners.base import RunRecord, ScriptInvocation, ScriptResult, ScriptRunner
 from conveyor.storage.registry import ProviderRegistry
 from conveyor.supervisor import contract
@@ -42,20 +43,31 @@ _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50, 
 
 
 class JobLog:
-    """A job's log file: supervisor lines in OSCAR's format, interleaved with the script's output."""
+    """A job's log file: supervisor lines in OSCAR's format, interleaved with the script's output.
+
+    Its own lines are best effort: on a full disk they are dropped, and the job's outcome still
+    reaches the ledger (the job then waits for room: dispatch/disk.py)."""
 
     def __init__(self, path: Path, level: str) -> None:
         self.path = path
         self.threshold = _LEVELS.get(level, 20)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        except OSError as error:  # a full disk: the job fails where it needs the disk, with the reason
+            if not no_space_left(error):
+                raise
 
     def write(self, level: str, message: str) -> None:
         if _LEVELS[level] < self.threshold:
             return
         stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S,%f")[:-3]
-        with self.path.open("a", encoding="utf-8") as log:
-            log.write(f"{stamp} - supervisor - {level} - {message}\n")
+        try:
+            with self.path.open("a", encoding="utf-8") as log:
+                log.write(f"{stamp} - supervisor - {level} - {message}\n")
+        except OSError as error:
+            if not no_space_left(error):
+                raise
 
     def size(self) -> int:
         return self.path.stat().st_size
@@ -348,6 +360,8 @@ def _batch_event(inputs: list[JobSpec]) -> str | None:
 def failed_outcome(error: Exception) -> JobOutcome:
     """A failure around the script as an outcome; one whose store or engine did not answer waits for it."""
     waiting_for = unreachable_store(error)
+    if waiting_for is None and no_space_left(error):
+        waiting_for = DISK  # the dispatcher's disk gate decides whether it waits (dispatch/disk.py)
     failure: Failure = "unavailable" if waiting_for else failure_of(error)
     return JobOutcome(state=JobState.FAILED, message=str(error), failure=failure, waiting_for=waiting_for)
 

@@ -8,6 +8,7 @@ here; backends are tested against real engines elsewhere.
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,13 +19,14 @@ import pytest
 
 from conveyor.backends.base import Backend, BackendContext
 from conveyor.backends.registry import Backends
+from conveyor.dispatch.disk import MB, DiskGate
 from conveyor.dispatch.dispatcher import Dispatcher
 from conveyor.dispatch.outages import Outages
 from conveyor.dispatch.retry import RetryPolicy
 from conveyor.layout import DataLayout
 from conveyor.ledger.store import Ledger
 from conveyor.model.event import ObjectEvent, ObjectRef
-from conveyor.model.job import JobHandle, JobOutcome, JobRecord, JobSpec, JobState, JobStatus
+from conveyor.model.job import DISK, JobHandle, JobOutcome, JobRecord, JobSpec, JobState, JobStatus
 from conveyor.model.service import Service
 from conveyor.storage.local import LocalProvider, LocalSettings
 from conveyor.storage.registry import ProviderRegistry
@@ -433,3 +435,71 @@ def test_the_jobs_of_a_service_whose_store_is_down_stay_queued_until_it_is_back(
     assert all(w.state(job) == JobState.QUEUED for job in held)
     outages.clear("minio.default")
     eventually(lambda: set(held) <= set(backend.running))
+
+
+# ---- a full disk under the data directory ----------------------------------------------------------
+
+
+def test_a_low_disk_holds_every_job_and_one_that_ran_out_of_space_waits_at_the_same_attempt(
+    world: Callable[..., World],
+) -> None:
+    free_mb = [200.0]
+    gate = DiskGate(Path("/data"), 64, cache_s=0, probe_s=0.01, free_bytes=lambda _path: int(free_mb[0] * MB))
+    w = world({"local": (backend := HandBackend(slots=1))})
+    w.dispatcher.disk = gate
+    w.dispatcher.retry = RetryPolicy(base_s=0.05, max_s=0.1, wait_s=0.01)
+    gate.on_back(lambda _disk: w.dispatcher.wake())
+    gate.start()
+    w.deploy(make_service("copy", retries=0))
+    first, second = w.upload("copy", "a", "b")
+    w.dispatcher.start()
+    try:
+        eventually(lambda: first in backend.running)
+        free_mb[0] = 0
+        no_room = JobOutcome(state=JobState.FAILED, message="[Errno 28] No space left", failure="unavailable")
+        backend.finish(first, no_room.model_copy(update={"waiting_for": DISK}))
+
+        eventually(lambda: w.state(first) == JobState.QUEUED)
+        time.sleep(0.2)  # retries would have made it a dead letter long ago
+        assert len(backend.submitted) == 1, "nothing starts while the disk is low"
+        assert (w.job(first).attempt, w.state(second)) == (1, JobState.QUEUED)
+        assert w.job(first).message.startswith("waiting for free space under the data directory: [Errno 28]")
+
+        free_mb[0] = 200
+        eventually(lambda: first in backend.running)
+        assert backend.submitted[-1].attempt == 1, "waiting for room is not an attempt"
+        backend.finish(first, SUCCESS)
+        eventually(lambda: second in backend.running)
+        backend.finish(second, SUCCESS)
+        assert eventually(lambda: w.state(second) == JobState.SUCCEEDED)
+    finally:
+        gate.stop()
+
+
+def test_an_end_the_ledger_cannot_record_is_kept_and_recorded_in_a_later_round(
+    world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backend has handed the outcome over (it keeps nothing): losing it would leave the job running."""
+    w = world({"local": (backend := HandBackend())})
+    w.deploy(make_service("copy"))
+    [job] = w.upload("copy", "a")
+    record = w.ledger.finish_jobs
+    refused: list[int] = []
+
+    def full_disk_twice(finished: Any) -> None:
+        if len(refused) < 2:
+            refused.append(1)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        record(finished)
+
+    monkeypatch.setattr(w.ledger, "finish_jobs", full_disk_twice)
+    w.dispatcher.start()
+    eventually(lambda: job in backend.running)
+    backend.finish(job, SUCCESS)
+
+    eventually(lambda: refused)
+    w.dispatcher.wake()  # a round writes it again (the disk gate wakes it when the disk has room)
+    eventually(lambda: len(refused) == 2)
+    assert w.state(job) == JobState.RUNNING
+    w.dispatcher.wake()
+    assert eventually(lambda: w.state(job) == JobState.SUCCEEDED)

@@ -694,9 +694,26 @@ def test_retry_later_of_an_unknown_job_changes_nothing(ledger: Ledger) -> None:
     assert ledger.count_jobs() == {}
 
 
+def test_a_retry_or_a_wait_recorded_twice_counts_once(ledger: Ledger) -> None:
+    """The dispatcher writes a batch's ends again when a write failed halfway (a full disk)."""
+    retried, waiting, requeued = (ledger.create_request_job("grayify", "/r", sync=False) for _ in range(3))
+    ledger.mark_running_many([retried, waiting, requeued])
+    failed = JobOutcome(state=JobState.FAILED, message="boom", failure="infrastructure")
+    no_room = JobOutcome(state=JobState.FAILED, message="full", failure="unavailable", waiting_for="disk")
+
+    for _ in range(2):
+        ledger.retry_later(retried, failed, 30)
+        ledger.wait_for_store(waiting, no_room, 1)
+        ledger.requeue(requeued, "queued again")
+
+    assert [ledger.fetch_job(job).attempt for job in (retried, waiting, requeued)] == [2, 1, 2]  # type: ignore[union-attr]
+    assert ledger.fetch_job(retried).message.startswith("attempt 1 failed")  # type: ignore[union-attr]
+
+
 def test_next_retry_time_is_the_earliest_queued_retry(ledger: Ledger) -> None:
     assert ledger.next_retry_time() is None
     late, soon, cancelled = (ledger.create_request_job("grayify", "/r", sync=False) for _ in range(3))
+    ledger.mark_running_many([late, soon, cancelled])
     failed = JobOutcome(state=JobState.FAILED, exit_code=1)
     ledger.retry_later(late, failed, 600)
     ledger.retry_later(soon, failed, 60)

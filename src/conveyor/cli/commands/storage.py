@@ -20,7 +20,7 @@ from conveyor.cli import render
 from conveyor.cli.app import context
 from conveyor.cli.client import CliError
 from conveyor.cli.options import JsonOption
-from conveyor.errors import StorageError, StorageUnreachable
+from conveyor.errors import StorageError, StorageUnavailable, StorageUnreachable
 from conveyor.events.routing import InputIndex
 from conveyor.model.event import ObjectRef
 from conveyor.model.kinds import DEFAULT_PROVIDER, ProviderId
@@ -135,18 +135,20 @@ def put(
         raise CliError("give at least one local file and a destination, e.g. conveyor put a.jpg bucket/in/", 2)
     *sources, destination = paths
     plan = _upload_plan(sources, destination)
-    index = _input_index(ctx, plan[0][1].provider)
+    provider = plan[0][1].provider
+    index = _input_index(ctx, provider)
     readers = None if index is None else {ref: index.services_for(ref) for _, ref in plan}
     if index is not None and readers is not None and not any(readers.values()) and not force:
         problem = _nothing_reads(index, plan[0][1], destination, len(plan))
-        if plan[0][1].provider == DEFAULT_PROVIDER:  # the platform's own store is there to start jobs
+        if provider == DEFAULT_PROVIDER:  # the platform's own store is there to start jobs
             raise CliError(f"{problem}. Add --force to upload anyway", exit_code=2)
         render.warn(problem)
     bucket = plan[0][1].bucket
-    with _outage_explained(ctx, plan[0][1].provider), _open_store(ctx, plan[0][1].provider, fdl) as store:
+    with _outage_explained(ctx, provider), _open_store(ctx, provider, fdl) as store:
         if store.ensure_bucket(bucket):
             render.note(f"created bucket {bucket}")
-        stored = _transfer(plan, lambda item: store.upload(*item), "uploading", quiet=as_json)
+        explain = lambda error: _full_disk(ctx, provider, error)  # noqa: E731
+        stored = _transfer(plan, lambda item: store.upload(*item), "uploading", quiet=as_json, explain=explain)
     if as_json:
         render.print_json([{"key": str(info.ref), "size": info.size, "etag": info.etag} for info in stored])
     else:
@@ -203,8 +205,16 @@ def _common_folder(plan: list[tuple[Path, ObjectRef]]) -> str:
     return folders.pop() if len(folders) == 1 else ""
 
 
-def _transfer(items: list[T], action: Callable[[T], R], description: str, *, quiet: bool) -> list[R]:
-    """Run `action` over `items` a few at a time, with a progress bar for more than one."""
+def _transfer(
+    items: list[T],
+    action: Callable[[T], R],
+    description: str,
+    *,
+    quiet: bool,
+    explain: Callable[[StorageError], str | None] = lambda _error: None,
+) -> list[R]:
+    """Run `action` over `items` a few at a time, with a progress bar for more than one; `explain` may say
+    why a transfer failed better than the store's answer does."""
     results = []
     with ThreadPoolExecutor(PARALLEL_TRANSFERS) as pool, render.progress(transient=quiet) as bar:
         task = bar.add_task(description, total=len(items), visible=len(items) > 1 and not quiet)
@@ -215,8 +225,18 @@ def _transfer(items: list[T], action: Callable[[T], R], description: str, *, qui
         except StorageUnreachable:
             raise  # _outage_explained says why
         except StorageError as error:
-            raise CliError(f"{description} stopped: {error}") from None
+            raise CliError(f"{description} stopped: {explain(error) or error}") from None
     return results
+
+
+def _full_disk(ctx: typer.Context, provider: str, error: StorageError) -> str | None:
+    """A refusal of the platform's own store (its 500 says only `InternalError`) that the platform's
+    full disk explains: `the platform's disk is full: the data directory /x has 0 MB free (needs 64 MB) ...`."""
+    if provider != DEFAULT_PROVIDER or not isinstance(error, StorageUnavailable):
+        return None
+    with context(ctx).client() as client:
+        disk = client.problem("disk")
+    return f"the platform's disk is full: {disk}" if disk else None
 
 
 @contextmanager
