@@ -20,9 +20,10 @@
 # kube-proxy): run test pods with hostNetwork: true to reach services on 127.0.0.1.
 # Outside DIR the cluster touches: cgroups under /sys/fs/cgroup/*/conveyor-k8s-<port> (its own
 # cgroupRoot), a bridge link k8sbr<port>, the kubelet's sysctls (vm.overcommit_memory=1,
-# kernel.panic=10, kernel.panic_on_oops=1, ...: restored by kubernetes-down.sh), /var/log/containers
-# (a constant in the kubelet), /var/lib/kubelet/device-plugins (a constant too) and containerd's shim
-# sockets in /run/containerd/s. See scripts/KUBERNETES-NOTES.md.
+# kernel.panic=10, kernel.panic_on_oops=1, ...), /var/log/containers (a constant in the kubelet),
+# /var/lib/kubelet/device-plugins (a constant too), containerd's shim sockets in /run/containerd/s
+# (removed as the shims exit) and /run/conveyor-kubernetes (what to restore). kubernetes-down.sh undoes
+# them; the host-wide ones when the last cluster on the machine stops. See scripts/KUBERNETES-NOTES.md.
 set -euo pipefail
 
 DIR=${1:?usage: kubernetes-up.sh DIR}
@@ -30,6 +31,8 @@ KUBE_BIN=${KUBE_BIN:-/var/cache/conveyor/kubernetes/bin}
 KUBELET=${KUBE_KUBELET:-1}
 READY_TIMEOUT_S=${READY_TIMEOUT_S:-180}
 NODE_NAME=localhost
+# Shared by the clusters on this machine: what the kubelets change outside their DIRs (see below).
+HOST_RECORD=/run/conveyor-kubernetes
 SERVICE_CIDR=10.96.0.0/24
 SERVICE_IP=10.96.0.1
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -86,17 +89,19 @@ CGROUP_ROOT=conveyor-k8s-$API_PORT
 BRIDGE=k8sbr$API_PORT
 POD_SUBNET=10.244.$((API_PORT % 250)).0/24
 SOCK="$DIR/containerd/containerd.sock"
-cat >"$DIR/cluster.env" <<ENV
-KUBECONFIG=$DIR/kubeconfig
-KUBE_APISERVER=$API
-ETCD_ENDPOINT=http://127.0.0.1:$ETCD_PORT
-CONTAINERD_ADDRESS=$SOCK
-CONTAINERD_NAMESPACE=k8s.io
-KUBE_NODE_NAME=$NODE_NAME
-KUBE_KUBELET=$KUBELET
-KUBE_CGROUP_ROOT=$CGROUP_ROOT
-KUBE_BRIDGE=$BRIDGE
-ENV
+{
+    echo "KUBECONFIG=$DIR/kubeconfig"
+    echo "KUBE_APISERVER=$API"
+    echo "ETCD_ENDPOINT=http://127.0.0.1:$ETCD_PORT"
+    echo "KUBE_KUBELET=$KUBELET"
+    if ((KUBELET)); then
+        echo "KUBE_NODE_NAME=$NODE_NAME"
+        echo "CONTAINERD_ADDRESS=$SOCK"
+        echo "CONTAINERD_NAMESPACE=k8s.io"
+        echo "KUBE_CGROUP_ROOT=$CGROUP_ROOT"
+        echo "KUBE_BRIDGE=$BRIDGE"
+    fi
+} >"$DIR/cluster.env"
 
 # ---- PKI: one EC P-256 CA signs every certificate (EC keys take milliseconds, RSA ones ~0.1 s) ----
 pki() {
@@ -162,6 +167,7 @@ start() {  # start NAME CMD...: in its own session, output to DIR/log/NAME.log, 
     shift
     setsid "$@" </dev/null >"$DIR/log/$name.log" 2>&1 &
     echo $! >"$DIR/run/$name.pid"
+    disown  # no "Killed" job notice when kubernetes-down.sh stops it while this script still runs
 }
 alive() { kill -0 "$(cat "$DIR/run/$1.pid")" 2>/dev/null; }
 wait_for() {  # wait_for WHAT DAEMON CHECK...: polls CHECK every 0.1 s; dies when DAEMON exits or time runs out
@@ -279,13 +285,22 @@ if ((KUBELET)); then
             cat "$mnt/cpuset.mems" >"$mnt/$CGROUP_ROOT/cpuset.mems"
         fi
     done < <(awk '$3 == "cgroup" || $3 == "cgroup2" { print $2 }' /proc/mounts)
-    # The kubelet rewrites these sysctls (it cannot be told not to; protectKernelDefaults only turns
-    # the rewrite into a refusal to start): keep what they were, for kubernetes-down.sh.
-    for s in vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes; do
-        echo "$s=$(sysctl -n "$s")"
-    done >"$DIR/sysctl.orig"
-    [[ -e /var/log/containers ]] || touch "$DIR/made-var-log-containers"
-    [[ -e /var/lib/kubelet ]] || touch "$DIR/made-var-lib-kubelet"
+    # The kubelet rewrites six sysctls (it cannot be told not to: protectKernelDefaults only turns the
+    # rewrite into a refusal to start), and creates /var/log/containers and /var/lib/kubelet (constants).
+    # What they were before the first of the clusters running on this machine is kept in HOST_RECORD
+    # (tmpfs: a reboot resets the sysctls too); the last kubernetes-down.sh puts it back.
+    mkdir -p "$HOST_RECORD"
+    (
+        flock 9
+        if [[ ! -f "$HOST_RECORD/sysctl.orig" ]]; then
+            for s in vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes; do
+                echo "$s=$(sysctl -n "$s")"
+            done >"$HOST_RECORD/sysctl.orig.new"
+            mv "$HOST_RECORD/sysctl.orig.new" "$HOST_RECORD/sysctl.orig"
+            [[ -e /var/log/containers ]] || touch "$HOST_RECORD/made-var-log-containers"
+            [[ -e /var/lib/kubelet ]] || touch "$HOST_RECORD/made-var-lib-kubelet"
+        fi
+    ) 9>"$HOST_RECORD/lock"
     cat >"$DIR/kubelet/config.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -335,12 +350,14 @@ start kube-controller-manager "$KUBE_BIN/kube-controller-manager" \
     --bind-address=127.0.0.1 --secure-port="$CM_PORT" --cert-dir="$P/controller-manager-generated" \
     --leader-elect=false --use-service-account-credentials=true \
     --service-account-private-key-file="$P/sa.key" --root-ca-file="$P/ca.crt" \
-    --cluster-signing-cert-file="$P/ca.crt" --cluster-signing-key-file="$P/ca.key" --profiling=false
+    --cluster-signing-cert-file="$P/ca.crt" --cluster-signing-key-file="$P/ca.key" --profiling=false \
+    --flex-volume-plugin-dir="$DIR/kubelet/volume-plugins" --kube-api-qps=200 --kube-api-burst=400
 start kube-scheduler "$KUBE_BIN/kube-scheduler" \
     --kubeconfig="$DIR/kubeconfigs/scheduler.kubeconfig" \
     --authentication-kubeconfig="$DIR/kubeconfigs/scheduler.kubeconfig" \
     --authorization-kubeconfig="$DIR/kubeconfigs/scheduler.kubeconfig" \
-    --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" --leader-elect=false --profiling=false
+    --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" --leader-elect=false --profiling=false \
+    --kube-api-qps=200 --kube-api-burst=400
 if ((KUBELET)); then
     start kubelet "$KUBE_BIN/kubelet" --config="$DIR/kubelet/config.yaml" \
         --kubeconfig="$DIR/kubeconfigs/kubelet.kubeconfig" --root-dir="$DIR/kubelet" \
@@ -353,11 +370,13 @@ import json, sys
 conds = json.load(sys.stdin).get("status", {}).get("conditions", [])
 sys.exit(0 if any(c["type"] == "Ready" and c["status"] == "True" for c in conds) else 1)'
 }
-# The default service account appears once the controller manager runs; pods need one.
-wait_for "default service account" kube-controller-manager api /api/v1/namespaces/default/serviceaccounts/default
-wait_for "scheduler health" kube-scheduler curl -sfk "https://127.0.0.1:$SCHED_PORT/healthz"
 if ((KUBELET)); then
     wait_for "node $NODE_NAME Ready" kubelet node_ready
+    node_ready_at=", node Ready at $(elapsed) s"
 fi
+wait_for "scheduler health" kube-scheduler curl -sfk "https://127.0.0.1:$SCHED_PORT/healthz"
+# The default service account appears once the controller manager has started its controllers
+# (it starts ~40 one after another; pods cannot be created in a namespace before its account exists).
+wait_for "default service account" kube-controller-manager api /api/v1/namespaces/default/serviceaccounts/default
 ready=true
-echo "kubernetes up in $(elapsed) s (API ready at $api_ready s): KUBECONFIG=$DIR/kubeconfig ($API)"
+echo "kubernetes up in $(elapsed) s (API ready at $api_ready s${node_ready_at:-}): KUBECONFIG=$DIR/kubeconfig ($API)"
