@@ -41,7 +41,7 @@ export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 die() { echo "kubernetes-up: $*" >&2; exit 1; }
 
 tools=(openssl curl python3 base64 setsid)
-if ((KUBELET)); then tools+=(containerd ctr runc ip); fi
+if ((KUBELET)); then tools+=(containerd ctr runc ip flock sysctl); fi
 for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || die "$tool is missing (scripts/install-system-deps.sh installs the system packages)"
 done
