@@ -34,7 +34,7 @@ BRIDGE=$(setting KUBE_BRIDGE)
 our_pid() {
     local pid
     pid=$(cat "$DIR/run/$1.pid" 2>/dev/null || true)
-    [[ "$pid" =~ ^[0-9]+$ ]] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "$DIR" && echo "$pid"
+    [[ "$pid" =~ ^[0-9]+$ ]] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "$DIR/" && echo "$pid"
 }
 # Running, not a zombie: the daemons are not our children, and whoever reaps them may take a while.
 running() { [[ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" =~ ^[^ZX]$ ]]; }

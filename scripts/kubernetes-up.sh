@@ -18,8 +18,8 @@
 #
 # Pods on the CNI bridge get a 10.244.x.y address with no route out (no gateway, no masquerade, no
 # kube-proxy): run test pods with hostNetwork: true to reach services on 127.0.0.1.
-# Outside DIR the cluster touches: cgroups under /sys/fs/cgroup/*/conveyor-k8s-<port> (its own
-# cgroupRoot), a bridge link k8sbr<port>, the kubelet's sysctls (vm.overcommit_memory=1,
+# Outside DIR the cluster touches: cgroups under /sys/fs/cgroup/*/conveyor-k8s-<id> (its own
+# cgroupRoot), a bridge link k8sbr<id>, the kubelet's sysctls (vm.overcommit_memory=1,
 # kernel.panic=10, kernel.panic_on_oops=1, ...), /var/log/containers (a constant in the kubelet),
 # /var/lib/kubelet/device-plugins (a constant too), containerd's shim sockets in /run/containerd/s
 # (removed as the shims exit) and /run/conveyor-kubernetes (what to restore). kubernetes-down.sh undoes
@@ -84,10 +84,13 @@ for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))')
 API="https://127.0.0.1:$API_PORT"
-# Names outside DIR carry the API port: unique among the clusters running on this machine.
-CGROUP_ROOT=conveyor-k8s-$API_PORT
-BRIDGE=k8sbr$API_PORT
-POD_SUBNET=10.244.$((API_PORT % 250)).0/24
+# Names outside DIR carry a random id (not a port, which a later cluster may get again while an old
+# DIR waits for kubernetes-down.sh): the cgroupRoot and the bridge (at most 15 characters).
+ID=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
+CGROUP_ROOT=conveyor-k8s-$ID
+BRIDGE=k8sbr$ID
+# No route or address on the host side, so two clusters with the same subnet do not meet.
+POD_SUBNET=10.244.$((16#${ID:0:2} % 250)).0/24
 SOCK="$DIR/containerd/containerd.sock"
 {
     echo "KUBECONFIG=$DIR/kubeconfig"
