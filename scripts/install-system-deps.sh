@@ -3,7 +3,8 @@
 # tests/support/engines.py starts by hand (dockerd, podman's Docker API service), a static busybox
 # to build test images FROM scratch (no image can be pulled), and Ceph's monitor, OSD and S3 gateway
 # for scripts/ceph-rgw-up.sh (tests/support/ceph.py), and Slurm with munge for scripts/slurm-up.sh
-# (tests/support/slurm.py).
+# (tests/support/slurm.py), and containerd with openssl for scripts/kubernetes-up.sh (its kubelet's
+# runtime and its PKI; the Kubernetes binaries themselves come from scripts/build-kubernetes.sh).
 #
 # Idempotent: installs only what is missing, runs `apt-get update` at most once, prints one line on
 # success. Not root and something missing: prints the missing packages and the commands, exits 1.
@@ -22,6 +23,9 @@ PODMAN_PACKAGES=(podman runc slirp4netns uidmap containernetworking-plugins neta
 CEPH_PACKAGES=(radosgw ceph-mon ceph-osd uuid-runtime curl)
 # slurmctld, slurmd and the client tools; munge's postinst writes /etc/munge/munge.key.
 SLURM_PACKAGES=(slurm-wlm munge)
+# Debian's containerd 1.6 (CRI plugin built in) for the kubelet; runc, the CNI plugins and busybox-static
+# come with the podman group above.
+KUBERNETES_PACKAGES=(containerd openssl)
 
 # Debian puts dockerd and ip in /usr/sbin, which a non-root PATH may lack.
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -38,12 +42,12 @@ missing_packages() {
 
 tools_present() {
     command -v dockerd podman ip radosgw ceph-mon ceph-osd monmaptool uuidgen curl slurmctld slurmd sbatch munged \
-        >/dev/null && test -x /bin/busybox
+        containerd ctr openssl >/dev/null && test -x /bin/busybox && test -x /usr/lib/cni/bridge
 }
 
 # Not `podman --version`: as a user without a home dir podman fails before printing it.
 versions() {
-    echo "$(dockerd --version); podman $(dpkg-query -W -f='${Version}' podman); radosgw $(dpkg-query -W -f='${Version}' radosgw); slurm $(dpkg-query -W -f='${Version}' slurm-wlm)"
+    echo "$(dockerd --version); podman $(dpkg-query -W -f='${Version}' podman); radosgw $(dpkg-query -W -f='${Version}' radosgw); slurm $(dpkg-query -W -f='${Version}' slurm-wlm); containerd $(dpkg-query -W -f='${Version}' containerd)"
 }
 
 missing_docker=()
@@ -52,7 +56,8 @@ command -v dockerd >/dev/null || mapfile -t missing_docker < <(missing_packages 
 mapfile -t missing_podman < <(missing_packages "${PODMAN_PACKAGES[@]}")
 mapfile -t missing_ceph < <(missing_packages "${CEPH_PACKAGES[@]}")
 mapfile -t missing_slurm < <(missing_packages "${SLURM_PACKAGES[@]}")
-missing_count=$((${#missing_docker[@]} + ${#missing_podman[@]} + ${#missing_ceph[@]} + ${#missing_slurm[@]}))
+mapfile -t missing_kubernetes < <(missing_packages "${KUBERNETES_PACKAGES[@]}")
+missing_count=$((${#missing_docker[@]} + ${#missing_podman[@]} + ${#missing_ceph[@]} + ${#missing_slurm[@]} + ${#missing_kubernetes[@]}))
 
 if ((missing_count == 0)) && tools_present; then
     echo "system deps OK: $(versions)"
@@ -60,7 +65,7 @@ if ((missing_count == 0)) && tools_present; then
 fi
 
 if ((missing_count == 0)); then
-    echo "dockerd, podman, ip, a Ceph or Slurm daemon or /bin/busybox missing although their packages are installed" >&2
+    echo "dockerd, podman, ip, a Ceph or Slurm daemon, containerd, the CNI plugins or /bin/busybox missing although their packages are installed" >&2
     exit 1
 fi
 
@@ -68,10 +73,11 @@ docker_cmd=(apt-get install -y --no-install-recommends "${missing_docker[@]}")
 podman_cmd=(apt-get install -y "${missing_podman[@]}")
 ceph_cmd=(apt-get install -y --no-install-recommends "${missing_ceph[@]}")
 slurm_cmd=(apt-get install -y "${missing_slurm[@]}")
+kubernetes_cmd=(apt-get install -y "${missing_kubernetes[@]}")
 
 if ((EUID != 0)); then
     {
-        missing=("${missing_docker[@]}" "${missing_podman[@]}" "${missing_ceph[@]}" "${missing_slurm[@]}")
+        missing=("${missing_docker[@]}" "${missing_podman[@]}" "${missing_ceph[@]}" "${missing_slurm[@]}" "${missing_kubernetes[@]}")
         echo "missing system packages: ${missing[*]}"
         echo "install them as root:"
         echo "  apt-get update"
@@ -79,6 +85,7 @@ if ((EUID != 0)); then
         ((${#missing_podman[@]} == 0)) || echo "  ${podman_cmd[*]}"
         ((${#missing_ceph[@]} == 0)) || echo "  ${ceph_cmd[*]}"
         ((${#missing_slurm[@]} == 0)) || echo "  ${slurm_cmd[*]}"
+        ((${#missing_kubernetes[@]} == 0)) || echo "  ${kubernetes_cmd[*]}"
     } >&2
     exit 1
 fi
@@ -89,5 +96,6 @@ apt-get update -q >/dev/null
 ((${#missing_podman[@]} == 0)) || "${podman_cmd[@]}" >/dev/null
 ((${#missing_ceph[@]} == 0)) || "${ceph_cmd[@]}" >/dev/null
 ((${#missing_slurm[@]} == 0)) || "${slurm_cmd[@]}" >/dev/null
-tools_present || { echo "dockerd, podman, ip, a Ceph or Slurm daemon or /bin/busybox still missing after the install" >&2; exit 1; }
+((${#missing_kubernetes[@]} == 0)) || "${kubernetes_cmd[@]}" >/dev/null
+tools_present || { echo "dockerd, podman, ip, a Ceph or Slurm daemon, containerd, the CNI plugins or /bin/busybox still missing after the install" >&2; exit 1; }
 echo "system deps installed: $(versions)"
