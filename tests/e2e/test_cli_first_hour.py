@@ -17,7 +17,7 @@ from conveyor.cli.app import hoist_global_options
 from conveyor.model.job import JobRecord, JobState
 from conveyor.platform.platform import Platform
 from tests.conftest import PlatformFactory
-from tests.support.cli import CONVEYOR, Cli, cli_environment, start_up, stop_up
+from tests.support.cli import CONVEYOR, Cli, cli_environment, cli_for, start_up, stop_up
 from tests.support.platform import put_text, service, wait_for_jobs, wait_for_state
 
 pytestmark = pytest.mark.e2e
@@ -84,18 +84,6 @@ PICKY = """case "$(basename "$INPUT_FILE_PATH")" in
 esac
 cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"
 """
-
-
-def cli_for(platform: Platform, tmp_path: Path) -> Cli:
-    return Cli(
-        cli_environment(
-            tmp_path,
-            CONVEYOR_URL=platform.api_url,
-            CONVEYOR_USER=platform.credentials.admin_user,
-            CONVEYOR_PASSWORD=platform.credentials.admin_password,
-        ),
-        tmp_path,
-    )
 
 
 def test_dead_jobs_show_retry_says_what_it_left_and_job_ids_are_accepted_as_copied(

@@ -14,7 +14,7 @@ import pytest
 from conveyor.model.job import JobState
 from conveyor.platform.platform import Platform
 from tests.conftest import PlatformFactory
-from tests.support.cli import Cli, cli_environment
+from tests.support.cli import cli_for
 from tests.support.platform import keys_under, put_text, read_text, service, wait_for_jobs
 
 pytestmark = pytest.mark.e2e
@@ -74,15 +74,7 @@ def test_a_job_that_always_fails_becomes_dead_and_is_replayed_with_conveyor_retr
     dead = wait_for_jobs(platform, "hopeless", 2, timeout_s=60)
     assert {(j.state, j.attempt) for j in dead} == {(JobState.DEAD, 3)}
     assert all("gave up after 3 attempt(s)" in j.message and "exited with code 4" in j.message for j in dead)
-    cli = Cli(
-        cli_environment(
-            tmp_path,
-            CONVEYOR_URL=platform.api_url,
-            CONVEYOR_USER=platform.credentials.admin_user,
-            CONVEYOR_PASSWORD=platform.credentials.admin_password,
-        ),
-        tmp_path,
-    )
+    cli = cli_for(platform, tmp_path)
     listed = cli.json("jobs", "hopeless", "--status", "dead")
     assert len(listed) == 2
 

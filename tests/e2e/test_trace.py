@@ -11,7 +11,7 @@ import pytest
 
 from conveyor.platform.platform import Platform
 from tests.conftest import PlatformFactory
-from tests.support.cli import Cli, cli_environment
+from tests.support.cli import cli_for
 from tests.support.platform import put_text, service, wait_for_jobs
 
 pytestmark = pytest.mark.e2e
@@ -102,10 +102,4 @@ def conveyor(platform: Platform, tmp_path: Path, *args: str, check: bool = True)
     """The CLI as a user runs it, pointed at the platform through the environment."""
     cwd = tmp_path / "cli"
     cwd.mkdir(exist_ok=True)
-    env = cli_environment(
-        cwd,
-        CONVEYOR_URL=platform.api_url,
-        CONVEYOR_USER=platform.credentials.admin_user,
-        CONVEYOR_PASSWORD=platform.credentials.admin_password,
-    )
-    return Cli(env, cwd)(*args, check=check, timeout=60)
+    return cli_for(platform, cwd)(*args, check=check, timeout=60)

@@ -10,6 +10,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from conveyor.platform.platform import Platform
 
 CONVEYOR = [sys.executable, "-m", "conveyor"]
 
@@ -40,6 +44,17 @@ class Cli:
 
     def json(self, *args: str) -> object:
         return json.loads(self(*args, "--json").stdout)
+
+
+def cli_for(platform: Platform, cwd: Path) -> Cli:
+    """The CLI as a user runs it, pointed at an embedded platform of the test through the environment."""
+    env = cli_environment(
+        cwd,
+        CONVEYOR_URL=platform.api_url,
+        CONVEYOR_USER=platform.credentials.admin_user,
+        CONVEYOR_PASSWORD=platform.credentials.admin_password,
+    )
+    return Cli(env, cwd)
 
 
 def start_up(env: dict[str, str], cwd: Path, extra: list[str] | None = None) -> subprocess.Popen[str]:

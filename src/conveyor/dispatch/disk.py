@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from conveyor.listeners import Listeners
 from conveyor.model.job import DISK, JobOutcome, JobState
 
 log = logging.getLogger(__name__)
@@ -97,15 +98,15 @@ class DiskGate:
         self._started = False
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._on_low: list[Listener] = []
-        self._on_back: list[Listener] = []
+        self._on_low: Listeners[LowDisk] = Listeners("the disk gate")
+        self._on_back: Listeners[LowDisk] = Listeners("the disk gate")
 
     def on_low(self, listener: Listener) -> None:
-        self._on_low.append(listener)
+        self._on_low.add(listener)
 
     def on_back(self, listener: Listener) -> None:
         """Called when the disk has room again, with the episode (how long it lasted, what is free now)."""
-        self._on_back.append(listener)
+        self._on_back.add(listener)
 
     # ---- what the dispatcher and readiness ask ----------------------------------------------
 
@@ -157,7 +158,7 @@ class DiskGate:
             already = self._low
         low = self.check()
         if already is not None and low is not None:  # it went low before anyone listened
-            self._tell(self._on_low, low)
+            self._on_low.tell(low)
         self._thread = threading.Thread(target=self._watch, name="disk-gate", daemon=True)
         self._thread.start()
 
@@ -181,18 +182,10 @@ class DiskGate:
             self._low = low
             started = self._started
         if started and was is None and low is not None:
-            self._tell(self._on_low, low)
+            self._on_low.tell(low)
         elif started and was is not None and low is None:
-            self._tell(self._on_back, replace(was, free_bytes=free))
+            self._on_back.tell(replace(was, free_bytes=free))
         return low
-
-    @staticmethod
-    def _tell(listeners: list[Listener], disk: LowDisk) -> None:
-        for listener in listeners:
-            try:
-                listener(disk)
-            except Exception:  # one listener's failure must not keep the others from hearing
-                log.exception("a listener of the disk gate failed")
 
 
 def free_bytes_under(path: Path) -> int:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from conveyor.errors import ConveyorError, StorageUnreachable
+from conveyor.listeners import Listeners
 from conveyor.model.event import ObjectRef
 from conveyor.model.service import Service
 from conveyor.storage.registry import ProviderRegistry
@@ -58,15 +59,15 @@ class Outages:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._on_down: list[Listener] = []
-        self._on_up: list[Listener] = []
+        self._on_down: Listeners[Outage] = Listeners("the store outages")
+        self._on_up: Listeners[Outage] = Listeners("the store outages")
 
     def on_down(self, listener: Listener) -> None:
-        self._on_down.append(listener)
+        self._on_down.add(listener)
 
     def on_up(self, listener: Listener) -> None:
         """Called when a store answers again, with its outage (how long it lasted)."""
-        self._on_up.append(listener)
+        self._on_up.add(listener)
 
     # ---- what jobs and watchdogs say --------------------------------------------------------
 
@@ -84,7 +85,7 @@ class Outages:
         with self._lock:
             outage = self._down.pop(provider, None)
         if outage is not None:
-            self._tell(self._on_up, outage)
+            self._on_up.tell(outage)
 
     # ---- what the dispatcher asks ------------------------------------------------------------
 
@@ -134,12 +135,4 @@ class Outages:
             if outage.provider in self._down:
                 return
             self._down[outage.provider] = outage
-        self._tell(self._on_down, outage)
-
-    @staticmethod
-    def _tell(listeners: list[Listener], outage: Outage) -> None:
-        for listener in listeners:
-            try:
-                listener(outage)
-            except Exception:  # one listener's failure must not keep the others from hearing
-                log.exception("a listener of the store %s failed", outage.provider)
+        self._on_down.tell(outage)

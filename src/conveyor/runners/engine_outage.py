@@ -23,6 +23,7 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from urllib3.exceptions import ProtocolError
 
 from conveyor.errors import EngineUnreachable
+from conveyor.listeners import Listeners
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,13 @@ class EngineOutage:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._prober: threading.Thread | None = None
-        self._on_down: list[Notice] = []
-        self._on_up: list[Notice] = []
+        self._on_down: Listeners[str] = Listeners("the container engine")
+        self._on_up: Listeners[str] = Listeners("the container engine")
 
     def watch(self, *, down: Notice, up: Notice) -> None:
         """`down(reason)` when the engine stops answering, `up(reason)` when it is back and tidied."""
-        self._on_down.append(down)
-        self._on_up.append(up)
+        self._on_down.add(down)
+        self._on_up.add(up)
 
     def problem(self) -> str | None:
         down_since = self._down_since
@@ -86,7 +87,7 @@ class EngineOutage:
                 self._prober.start()
         if first:
             log.warning("the container engine at %s does not answer: %s", self._engine, self._reason)
-            self._tell(self._on_down, f"the container engine at {self._engine} does not answer ({self._reason})")
+            self._on_down.tell(f"the container engine at {self._engine} does not answer ({self._reason})")
         return EngineUnreachable(f"the container engine at {self._engine} does not answer: {_short(error)}")
 
     def close(self) -> None:
@@ -107,16 +108,8 @@ class EngineOutage:
             with self._lock:
                 seconds = time.monotonic() - (self._down_since or time.monotonic())
                 self._down_since = None
-            self._tell(self._on_up, f"the container engine at {self._engine} answers again after {seconds:.1f} s")
+            self._on_up.tell(f"the container engine at {self._engine} answers again after {seconds:.1f} s")
             return
-
-    @staticmethod
-    def _tell(listeners: list[Notice], reason: str) -> None:
-        for listener in listeners:
-            try:
-                listener(reason)
-            except Exception:  # one listener's failure must not keep the others from hearing
-                log.exception("a listener of the container engine failed")
 
 
 def _short(error: Exception) -> str:
