@@ -3,6 +3,7 @@ command as a subprocess, its output read from a pipe as in a CI log."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
@@ -107,6 +108,9 @@ def test_dead_jobs_show_retry_says_what_it_left_and_job_ids_are_accepted_as_copi
     platform.jobs.cancel("picky", [slow])
     jobs = wait_for_jobs(platform, "picky", 3)
     assert sorted(job.state for job in jobs) == sorted([JobState.DEAD, JobState.SUCCEEDED, JobState.CANCELLED])
+    cancelled_log = platform.jobs.read_log("picky", slow) or ""
+    assert cancelled_log.rstrip().endswith("job cancelled: cancelled on request"), cancelled_log
+    assert "ERROR" not in cancelled_log.splitlines()[-1]
     cli = cli_for(platform, tmp_path)
 
     table = cli("services").stdout
@@ -198,6 +202,10 @@ def test_put_refuses_where_no_service_reads_says_where_each_file_went_and_follow
     folder = cli("put", str(frames), "text/in/")
     assert "-> text/in/frames/sub/b.txt (starts shout)" in folder.stdout
 
+    assert cli("get", "text/in/f.txt", "-").stdout == "f", "- is standard output"
+    missing = cli("get", "text/in/nosuch.txt", check=False)
+    assert missing.returncode == 2 and "there is no object text/in/nosuch.txt" in missing.stderr
+
     forced = cli("put", "--force", str(tmp_path / "f.txt"), "archive/2026/")
     assert "created bucket archive" in forced.stderr
     assert "-> archive/2026/f.txt (no service reads it)" in forced.stdout
@@ -231,3 +239,23 @@ def test_a_command_run_while_up_is_still_starting_waits_for_it(tmp_path: Path) -
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(60)
+
+
+def test_apply_lists_every_problem_in_one_round_and_json_gets_them_too(tmp_path: Path) -> None:
+    (tmp_path / "s.sh").write_text("echo\n")
+    (tmp_path / "loop.yaml").write_text(
+        "functions:\n  oscar:\n  - c:\n      name: loop\n      image: busybox\n      script: s.sh\n"
+        "      memory: lots\n      input:\n      - {storage_provider: minio.default, path: photos/in}\n"
+        "      output:\n      - {storage_provider: minio.default, path: photos/in/out}\n"
+        "      - {storage_provider: s3.nowhere, path: results/out}\n"
+    )
+    done = piped_cli(tmp_path)("apply", "loop.yaml", "--json", check=False)
+
+    assert done.returncode == 2
+    answer = json.loads(done.stdout)
+    assert answer["created"] == [] and [p["field"] for p in answer["problems"]] == [
+        "loop.yaml:7",
+        "loop.yaml:11",
+        "loop.yaml:12",
+    ]
+    assert done.stderr.count("error:") == 3

@@ -326,7 +326,7 @@ def test_every_system_route_asks_for_basic_credentials(make_platform: PlatformFa
     assert not problems, "\n".join(problems)
 
 
-API_DOCUMENTS = {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+API_DOCUMENTS = {"/docs", "/docs-assets", "/openapi.json"}
 PROBES = {"/health", "/ready"}
 """Liveness and readiness: what probes ask, without credentials (readiness names parts, no reasons)."""
 
@@ -337,7 +337,10 @@ def test_only_health_and_the_api_documents_are_open(make_platform: PlatformFacto
     assert (health.status_code, health.text) == (200, "Ok")
     ready = httpx.get(platform.api_url + "/ready")
     assert (ready.status_code, ready.text) == (200, "ready")
-    assert httpx.get(platform.api_url + "/docs").status_code == 200
+    docs = httpx.get(platform.api_url + "/docs")
+    assert docs.status_code == 200
+    assert "cdn" not in docs.text and "/docs-assets/swagger-ui-bundle.js" in docs.text, "the page works offline"
+    assert httpx.get(platform.api_url + "/docs-assets/swagger-ui-bundle.js").status_code == 200
 
     # Every route the application has, documented or not, asked without credentials.
     open_routes = []

@@ -13,8 +13,11 @@ import pkgutil
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
+from swagger_ui_bundle import swagger_ui_path
 
 from conveyor import __version__
 from conveyor.api.deps import BASIC_CHALLENGE, is_admin
@@ -38,6 +41,7 @@ from conveyor.settings import ApiSettings
 log = logging.getLogger(__name__)
 
 DISK_FULL = "the platform's disk is full"
+DOCS_ASSETS = "/docs-assets"
 
 STATUS_OF: tuple[tuple[type[ConveyorError], int], ...] = (
     (NotFound, 404),
@@ -58,7 +62,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
         description="OSCAR-compatible API for event-driven file processing with containers.",
         redirect_slashes=True,
         redoc_url=None,
+        docs_url=None,  # FastAPI's page loads Swagger UI from a CDN: ours serves it from the package
     )
+    _serve_api_docs(app)
     app.state.control = None
     for router in _routers():
         app.include_router(router)
@@ -71,6 +77,21 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_exception_handler(OSError, _platform_failure)
     app.add_exception_handler(SQLAlchemyError, _platform_failure)
     return app
+
+
+def _serve_api_docs(app: FastAPI) -> None:
+    """/docs: Swagger UI from the swagger-ui-bundle package, so the page works offline."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Conveyor API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
 
 
 def attach(app: FastAPI, control: ControlPlane) -> None:

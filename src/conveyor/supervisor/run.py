@@ -92,14 +92,24 @@ class Supervisor:
         """
         if not spec.batch:
             return self._attempt(
-                spec, lambda log: self._resume(spec, log) if resume else self._run(spec, log, stop=stop), resume=resume
+                spec,
+                lambda log: self._resume(spec, log) if resume else self._run(spec, log, stop=stop),
+                resume=resume,
+                stop=stop,
             )
         stop = stop or threading.Event()
         if spec.service.batch is not None and spec.service.batch.mode == "directory":
             return self._run_directory(spec, stop)
         return self._run_each(spec, stop)
 
-    def _attempt(self, spec: JobSpec, body: Callable[[JobLog], JobOutcome], *, resume: bool = False) -> JobOutcome:
+    def _attempt(
+        self,
+        spec: JobSpec,
+        body: Callable[[JobLog], JobOutcome],
+        *,
+        resume: bool = False,
+        stop: threading.Event | None = None,
+    ) -> JobOutcome:
         """Log, time and tidy one run; failures around the script become the outcome."""
         started = utcnow()
         log = JobLog(spec.log_path, spec.service.log_level)
@@ -114,9 +124,12 @@ class Supervisor:
         finally:
             if not self.keep_work_dirs:
                 shutil.rmtree(spec.work_dir, ignore_errors=True)
+        if stop is not None and stop.is_set() and outcome.state != JobState.SUCCEEDED:
+            outcome = outcome.model_copy(update={"state": JobState.CANCELLED, "message": "cancelled on request"})
         outcome.started_at = started
         outcome.finished_at = utcnow()
-        log.write("INFO" if outcome.state == JobState.SUCCEEDED else "ERROR", f"job {outcome.state}: {outcome.message}")
+        level = "INFO" if outcome.state in (JobState.SUCCEEDED, JobState.CANCELLED) else "ERROR"
+        log.write(level, f"job {outcome.state}: {outcome.message}")
         return outcome
 
     def _run(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -41,14 +41,16 @@ def apply(
 ) -> None:
     try:
         workflow = load_fdl(fdl)
+        for warning in workflow.warnings:
+            render.warn(warning)
+        payload = [service.model_dump(mode="json") for service in workflow.services]
+        with context(ctx).client() as client:
+            answer = client.apply(payload)
     except FDLError as error:
         problems = [{"field": p.location or p.field, "message": _problem_text(p)} for p in error.problems]
-        raise ProblemsError(problems) from None
-    for warning in workflow.warnings:
-        render.warn(warning)
-    payload = [service.model_dump(mode="json") for service in workflow.services]
-    with context(ctx).client() as client:
-        answer = client.apply(payload)
+        _refused(ProblemsError(problems), as_json)
+    except ProblemsError as error:
+        _refused(error, as_json)
     if as_json:
         render.print_json(answer | {"fdl_warnings": workflow.warnings})
         return
@@ -58,6 +60,13 @@ def apply(
         render.out.print(f"created {name}")
     for name in answer["updated"]:
         render.out.print(f"updated {name}")
+
+
+def _refused(error: ProblemsError, as_json: bool) -> NoReturn:
+    """Nothing was deployed: with --json the problems go to standard output too, for scripts."""
+    if as_json:
+        render.print_json({"created": [], "updated": [], "problems": error.problems})
+    raise error from None
 
 
 def _problem_text(problem: Any) -> str:

@@ -6,6 +6,9 @@ keys, and `/system/config` hands them to OSCAR clients.
 
 from __future__ import annotations
 
+import shutil
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -20,7 +23,7 @@ from conveyor.cli import render
 from conveyor.cli.app import context
 from conveyor.cli.client import CliError
 from conveyor.cli.options import JsonOption
-from conveyor.errors import StorageError, StorageUnavailable, StorageUnreachable
+from conveyor.errors import ObjectNotFound, StorageError, StorageUnavailable, StorageUnreachable
 from conveyor.events.routing import InputIndex
 from conveyor.model.event import ObjectRef
 from conveyor.model.kinds import DEFAULT_PROVIDER, ProviderId
@@ -222,8 +225,8 @@ def _transfer(
             for result in pool.map(action, items):
                 results.append(result)
                 bar.advance(task)
-        except StorageUnreachable:
-            raise  # _outage_explained says why
+        except (StorageUnreachable, ObjectNotFound):
+            raise  # _outage_explained says why; the caller names what is missing
         except StorageError as error:
             raise CliError(f"{description} stopped: {explain(error) or error}") from None
     return results
@@ -260,20 +263,41 @@ def get(
     source: Annotated[
         str, typer.Argument(help="[provider:]bucket/key, or [provider:]bucket/folder/ for everything under it.")
     ],
-    destination: Annotated[Path, typer.Argument(help="File or directory to write.")] = Path(),
+    destination: Annotated[Path, typer.Argument(help="File or directory to write; - for standard output.")] = Path(),
     fdl: FdlOption = None,
 ) -> None:
     ref = _parse_ref(source)
+    to_stdout = str(destination) == "-"
+    folder = source.endswith("/") or not ref.key
+    if to_stdout and folder:
+        raise CliError("- (standard output) takes one object, not a folder", exit_code=2)
     with _outage_explained(ctx, ref.provider), _open_store(ctx, ref.provider, fdl) as store:
-        if source.endswith("/") or not ref.key:
+        if to_stdout:
+            _copy_to_stdout(store, ref)
+            return
+        if folder:
             plan = _download_plan(store, ref, destination)
         else:
             target = destination / ref.name if destination.is_dir() else destination
             plan = [(ref, target)]
         for _, target in plan:
             target.parent.mkdir(parents=True, exist_ok=True)
-        _transfer(plan, lambda item: store.download(*item), "downloading", quiet=False)
+        try:
+            _transfer(plan, lambda item: store.download(*item), "downloading", quiet=False)
+        except ObjectNotFound:
+            raise CliError(f"there is no object {ref.bucket}/{ref.key}", exit_code=2) from None
     render.out.print(f"downloaded {len(plan)} file(s)")
+
+
+def _copy_to_stdout(store: StorageProvider, ref: ObjectRef) -> None:
+    with tempfile.TemporaryDirectory(prefix="conveyor-get-") as scratch:
+        try:
+            path = store.download(ref, Path(scratch) / "object")
+        except ObjectNotFound:
+            raise CliError(f"there is no object {ref.bucket}/{ref.key}", exit_code=2) from None
+        with path.open("rb") as data:
+            shutil.copyfileobj(data, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
 
 
 def _download_plan(store: StorageProvider, folder: ObjectRef, destination: Path) -> list[tuple[ObjectRef, Path]]:
