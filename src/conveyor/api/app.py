@@ -12,11 +12,12 @@ import logging
 import pkgutil
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.exceptions import HTTPException, RequestValidationError
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException  # FastAPI's is a subclass: unknown routes raise this one
 from swagger_ui_bundle import swagger_ui_path
 
 from conveyor import __version__

@@ -59,3 +59,22 @@ def test_a_full_disk_is_a_503_with_one_line(error: Exception, line: str) -> None
 def test_any_other_failure_stays_a_500(error: Exception) -> None:
     answer = answer_when_failing_with(error)
     assert (answer.status_code, answer.text) == (500, "Internal Server Error")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "body"),
+    [("GET", "/nosuch", 404, "Not Found"), ("DELETE", "/health", 405, "Method Not Allowed")],
+)
+def test_an_unknown_route_or_method_answers_plain_text_as_oscar_does(
+    method: str, path: str, status: int, body: str
+) -> None:
+    app = create_app(ApiSettings())
+
+    async def ask() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://conveyor") as client:
+            return await client.request(method, path)
+
+    answer = asyncio.run(ask())
+
+    assert (answer.status_code, answer.text) == (status, body)
+    assert answer.headers["content-type"].startswith("text/plain")
