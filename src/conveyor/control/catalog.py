@@ -209,7 +209,7 @@ class ServiceCatalog:
         backend = self._backends.for_service(service)
         if backend is None:
             return []
-        warnings = backend.warnings_for(service)
+        warnings = service.fields_not_acted_on() + backend.warnings_for(service)
         if service.batch is not None and not backend.runs_batches:
             warnings.append(f"{service.name}: batch is ignored: the {backend.name} backend runs one input per job")
         return warnings

@@ -194,6 +194,32 @@ class BatchOptions(BaseModel):
     `$TMP_INPUT_DIR` and listed in `$INPUT_FILE_PATHS` (saves the process start too)."""
 
 
+OSCAR_FIELDS_NOT_ACTED_ON: dict[str, str] = {
+    "expose": "no exposed HTTP endpoint is created; use /run for synchronous calls",
+    "mount": "no volume is mounted in the job; stage files in through the service's inputs",
+    "volume": "no persistent volume is created",
+    "visibility": "every service is visible to the admin (one user for now)",
+    "allowed_users": "every service is visible to the admin (one user for now)",
+    "isolation_level": "one token per service, as OSCAR's default",
+    "vo": "virtual organisations are not checked",
+    "replicas": "the service runs on this platform only",
+    "delegation": "jobs are not delegated to other clusters",
+    "federation": "jobs are not delegated to other clusters",
+    "interlink_node_name": "jobs run on this platform's backends",
+    "kserve": "no model server is deployed",
+    "synchronous": "synchronous calls (/run) start a job each; nothing is kept warm for them",
+    "total_cpu": "jobs are admitted by cpu and memory alone",
+    "total_memory": "jobs are admitted by cpu and memory alone",
+    "ephemeral_storage_request": "jobs use the data directory's disk",
+    "enable_sgx": "no SGX device is requested",
+    "image_prefetch": "images are pulled when the first job needs them",
+    "annotations": "they are kept with the service only",
+    "labels": "they are kept with the service only",
+    "image_pull_secrets": "the engine's own credentials pull images",
+}
+"""OSCAR fields Conveyor keeps (and returns) but does not act on: `apply` warns once per field."""
+
+
 class Service(BaseModel):
     """One service of a workflow. Unknown OSCAR fields are kept and returned as they came."""
 
@@ -225,6 +251,15 @@ class Service(BaseModel):
     input: list[StorageIO] = Field(default_factory=list)
     output: list[StorageIO] = Field(default_factory=list)
     storage_providers: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+
+    def fields_not_acted_on(self) -> list[str]:
+        """`<service>: <field> is ignored: what Conveyor does instead`, for the OSCAR fields it keeps only."""
+        given = self.model_extra or {}
+        return [
+            f"{self.name}: {name} is kept but not acted on: {instead}"
+            for name, instead in OSCAR_FIELDS_NOT_ACTED_ON.items()
+            if given.get(name) not in (None, "", [], {}, False, 0)
+        ]
 
     @model_validator(mode="before")
     @classmethod

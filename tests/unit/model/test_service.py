@@ -463,3 +463,27 @@ def test_batch_is_off_unless_asked_and_defaults_to_each_with_20_files() -> None:
 def test_a_wrong_batch_says_what_is_wrong(batch: dict[str, Any], complaint: str) -> None:
     with pytest.raises(ValidationError, match=complaint):
         make_service(batch=batch)
+
+
+def test_oscar_fields_conveyor_keeps_but_does_not_act_on_are_named_once_each() -> None:
+    service = Service.model_validate(
+        {
+            "name": "svc",
+            "image": "busybox",
+            "script": "true",
+            "expose": {"api_port": 8080},
+            "visibility": "private",
+            "replicas": [],  # empty: nothing to warn about
+            "labels": {"team": "a"},
+            "something_else": 1,  # not an OSCAR field: kept, not named
+        }
+    )
+
+    warnings = service.fields_not_acted_on()
+
+    assert [w.split(":")[1].split()[0] for w in warnings] == ["expose", "visibility", "labels"]
+    assert (
+        warnings[0]
+        == "svc: expose is kept but not acted on: no exposed HTTP endpoint is created; use /run for synchronous calls"
+    )
+    assert service.model_dump()["expose"] == {"api_port": 8080}, "kept and returned as it came"
