@@ -137,10 +137,16 @@ def _unreadable(exc: Exception) -> str:
 # --- YAML ------------------------------------------------------------------------------------
 
 
+_TRAILING_TAB = re.compile(r"[ \t]*\t[ \t]*$", re.MULTILINE)
+
+
 def _parse_yaml(text: str, source_name: str) -> tuple[yaml.Node | None, Any]:
-    """The node tree (for line numbers) and the data built from it, or FDLError on bad YAML."""
+    """The node tree (for line numbers) and the data built from it, or FDLError on bad YAML.
+
+    Trailing tabs go first: OSCAR's YAML parser (Go) ignores them, PyYAML refuses them, and OSCAR's
+    own examples have some. Lines keep their numbers."""
     try:
-        return _compose_and_construct(text)
+        return _compose_and_construct(_TRAILING_TAB.sub("", text))
     except yaml.YAMLError as exc:
         line = _yaml_error_line(exc, text)
         location = f"{source_name}:{line}" if line else source_name
@@ -357,11 +363,15 @@ def _read_script(value: Any, base_dir: Path, path: YamlPath, report: _Report) ->
         report.problem(path, f"script file {script_path} is not a file")
         return None
     try:
-        return script_path.read_bytes().decode("utf-8")
+        content = script_path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         report.problem(path, f"script file {script_path} is not UTF-8 text ({exc.reason} at byte {exc.start})")
     except OSError as exc:
         report.problem(path, f"script file {script_path} cannot be read: {exc.strerror or exc}")
+    else:
+        if content.strip():
+            return content
+        report.problem(path, f"script file {script_path} is empty")
     return None
 
 

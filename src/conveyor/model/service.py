@@ -218,6 +218,7 @@ OSCAR_FIELDS_NOT_ACTED_ON: dict[str, str] = {
     "image_pull_secrets": "the engine's own credentials pull images",
 }
 """OSCAR fields Conveyor keeps (and returns) but does not act on: `apply` warns once per field."""
+NO_SCRIPT = "OSCAR runs an exposed or model-serving service's image as a server; Conveyor does not"
 
 
 class Service(BaseModel):
@@ -227,7 +228,8 @@ class Service(BaseModel):
 
     name: str
     image: str
-    script: str
+    script: str = ""
+    """Empty for OSCAR's exposed and model-serving services: their jobs run nothing (`apply` says so)."""
     memory: str = DEFAULT_MEMORY
     cpu: str = DEFAULT_CPU
     enable_gpu: bool = False
@@ -255,7 +257,8 @@ class Service(BaseModel):
     def fields_not_acted_on(self) -> list[str]:
         """`<service>: <field> is ignored: what Conveyor does instead`, for the OSCAR fields it keeps only."""
         given = self.model_extra or {}
-        return [
+        no_script = [] if self.script.strip() else [f"{self.name}: has no script: its jobs run nothing ({NO_SCRIPT})"]
+        return no_script + [
             f"{self.name}: {name} is kept but not acted on: {instead}"
             for name, instead in OSCAR_FIELDS_NOT_ACTED_ON.items()
             if given.get(name) not in (None, "", [], {}, False, 0)
@@ -280,7 +283,7 @@ class Service(BaseModel):
             raise ValueError(f"{value!r} must be lower-case letters, digits and '-', starting and ending alphanumeric")
         return value
 
-    @field_validator("image", "script")
+    @field_validator("image")
     @classmethod
     def _required_text(cls, value: str) -> str:
         if not value or not value.strip():

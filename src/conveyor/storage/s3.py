@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from conveyor.clouds.aws import boto_client, mapped_errors
 from conveyor.errors import ObjectNotFound, StorageError
@@ -29,6 +29,12 @@ class S3Credentials(BaseModel):
     secret_key: str | None = None
     region: str = "us-east-1"
     verify: bool = True
+
+    @field_validator("region", mode="before")
+    @classmethod
+    def _default_region(cls, value: Any) -> Any:
+        """`region:` left empty, as OSCAR's examples do, means the default."""
+        return "us-east-1" if value in (None, "") else value
 
 
 class S3Provider(StorageProvider):

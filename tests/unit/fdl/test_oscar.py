@@ -9,6 +9,7 @@ import pytest
 
 from conveyor.errors import FDLError, Problem
 from conveyor.fdl import Workflow, load_fdl, parse_fdl
+from conveyor.storage.s3 import S3Credentials
 
 SAMPLES = Path(__file__).parent / "samples"
 SCRIPT = "#!/bin/sh\necho hello\n"
@@ -381,7 +382,7 @@ def test_script_that_is_not_utf8(workdir: Path) -> None:
     assert problem.message.startswith(f"script file {workdir.resolve() / 'latin1.sh'} is not UTF-8 text")
 
 
-def test_empty_script_file_is_reported_by_the_model(workdir: Path) -> None:
+def test_an_empty_script_file_is_a_problem(workdir: Path) -> None:
     fdl = write_fdl(
         "functions:\n  oscar:\n  - c:\n      name: svc\n      image: alpine\n      script: empty.sh\n",
         scripts={"empty.sh": "  \n"},
@@ -389,7 +390,10 @@ def test_empty_script_file_is_reported_by_the_model(workdir: Path) -> None:
 
     [problem] = problems_of(fdl)
 
-    assert str(problem) == "workflow.yaml:6: functions.oscar[0].c.script: is required and must not be empty"
+    assert (
+        str(problem)
+        == f"workflow.yaml:6: functions.oscar[0].c.script: script file {workdir.resolve() / 'empty.sh'} is empty"
+    )
 
 
 # --- Model validation --------------------------------------------------------------------------
@@ -656,3 +660,42 @@ def test_duplicate_names_point_at_the_later_service(workdir: Path) -> None:
 
     assert where([problem]) == [("workflow.yaml:6", "functions.oscar[2].d.name")]
     assert problem.message.startswith("'same' is already the name of functions.oscar[0].c")
+
+
+# --- Shapes found in OSCAR's own examples ----------------------------------------------------------
+
+
+def test_trailing_tabs_an_empty_region_and_a_service_without_a_script_apply_as_in_oscar(workdir: Path) -> None:
+    """Written for the project after the shapes of OSCAR's examples/ that PyYAML or the model refused."""
+    fdl = write_fdl(
+        "functions:\n"
+        "  oscar:\n"
+        "  - my-cluster:\t\n"
+        "      name: plants\t\n"
+        "      image: grycap/plants\n"
+        "      script: run.sh \t \n"
+        "      input:\n"
+        "      - {storage_provider: s3.aws, path: plants/in}\n"
+        "      output:\n"
+        "      - {storage_provider: minio.default, path: plants/out}\n"
+        "  - my-cluster:\n"
+        "      name: model-api\n"
+        "      image: grycap/model-server\n"
+        "      expose: {api_port: 5000}\n"
+        "storage_providers:\n"
+        "  s3:\n"
+        "    aws:\n"
+        "      access_key: AK\n"
+        "      secret_key: SK\n"
+        "      region:\n"
+    )
+
+    workflow = load_fdl(fdl)
+
+    plants, model_api = workflow.services
+    assert plants.script == SCRIPT
+    settings = plants.provider_settings("s3.aws")
+    assert S3Credentials.model_validate(settings).region == "us-east-1", "an empty region is the default one"
+    assert model_api.script == ""
+    assert model_api.fields_not_acted_on()[0].startswith("model-api: has no script")
+    assert any("expose" in warning for warning in model_api.fields_not_acted_on())
