@@ -28,5 +28,6 @@ def test_the_demo_runs_the_video_workflow_and_finds_every_output(tmp_path: Path)
     assert "4 frames" in done.stdout and "all expected outputs exist" in done.stdout
     summary = done.stdout
     assert "video-frames" in summary and "detect-faces" in summary
+    assert f"are in video/frames/ and video/results/ of the store under {tmp_path / 'demo'}" in done.stderr
     results = tmp_path / "demo" / "logs" / "detect-faces"
     assert len(list(results.glob("*.log"))) == 4, "one job per frame"

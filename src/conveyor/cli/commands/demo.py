@@ -81,8 +81,22 @@ def demo(
             settings.backend = "slurm"
             settings.slurm.enabled = True
         ok = _run_demo(settings, services, Path(scratch), seconds, timeout)
+    _say_where_results_are(data_dir)
     if not ok:
         raise typer.Exit(1)
+
+
+def _say_where_results_are(kept: Path | None) -> None:
+    if kept is None:
+        render.note(
+            "the frames and results (video/frames/, video/results/) went with the demo's temporary store; "
+            "to keep them: conveyor demo --demo-dir DIR"
+        )
+        return
+    render.note(
+        f"the frames and results are in video/frames/ and video/results/ of the store under {kept}: "
+        f"conveyor up --data-dir {kept}, then conveyor get video/results/ ./results"
+    )
 
 
 def _run_demo(settings: Settings, services: list[Any], scratch: Path, seconds: int, timeout: float) -> bool:
