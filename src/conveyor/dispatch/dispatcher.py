@@ -101,7 +101,8 @@ class Dispatcher:
             backend = self.backends.for_service(service)
             handle = backend.adopt(spec) if backend is not None else None
             if handle is None:
-                self.ledger.requeue(job.job_id, "queued again: the platform stopped before its script started")
+                why = "queued again: the platform stopped before the job ended, and nothing of its run survived"
+                self.ledger.requeue(job.job_id, why)
                 requeued += 1
             else:
                 self._inflight[job.job_id] = _Inflight(handle, spec)
