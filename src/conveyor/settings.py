@@ -111,6 +111,9 @@ class ClientSettings(BaseModel):
     api: Literal["auto", "conveyor", "oscar"] = Field(
         "auto", description="oscar: use OSCAR's routes only (auto detects them)"
     )
+    cluster_id: str | None = Field(
+        None, description="this platform's cluster id: which entries of a multi-cluster FDL `apply` deploys"
+    )
 
 
 class Settings(BaseSettings):
@@ -133,6 +136,11 @@ class Settings(BaseSettings):
     client: ClientSettings = Field(default_factory=ClientSettings)
     providers: dict[str, dict[str, dict[str, Any]]] = Field(
         default_factory=dict, description="storage providers for put/get/ls, as in an FDL's storage_providers"
+    )
+    clusters: dict[str, ClientSettings] = Field(
+        default_factory=dict,
+        description="other clusters by id (endpoint, user, password), as in oscar-cli's config: an FDL's "
+        "minio.<cluster-id> is that cluster's store",
     )
 
     @field_validator("data_dir")

@@ -19,7 +19,7 @@ from conveyor.model.job import JobRecord, JobState
 from conveyor.platform.platform import Platform
 from tests.conftest import PlatformFactory
 from tests.support.cli import CONVEYOR, Cli, cli_environment, cli_for, start_up, stop_up
-from tests.support.platform import put_text, service, wait_for_jobs, wait_for_state
+from tests.support.platform import put_text, read_text, service, wait_for_jobs, wait_for_state
 
 pytestmark = pytest.mark.e2e
 
@@ -259,3 +259,53 @@ def test_apply_lists_every_problem_in_one_round_and_json_gets_them_too(tmp_path:
         "loop.yaml:12",
     ]
     assert done.stderr.count("error:") == 3
+
+
+TWO_CLUSTERS = """\
+functions:
+  oscar:
+  - cluster-a:
+      name: first
+      image: busybox
+      script: copy.sh
+      input:
+      - {storage_provider: minio.default, path: start/in}
+      output:
+      - {storage_provider: minio.cluster-b, path: handover/in}
+  - cluster-b:
+      name: second
+      image: busybox
+      script: copy.sh
+      input:
+      - {storage_provider: minio.default, path: handover/in}
+      output:
+      - {storage_provider: minio.default, path: handover/out}
+"""
+
+
+def test_a_multi_cluster_fdl_deploys_each_entry_on_its_cluster_and_reaches_the_other_store(
+    make_platform: PlatformFactory, tmp_path: Path
+) -> None:
+    a = make_platform(data_dir=tmp_path / "a")
+    b = make_platform(data_dir=tmp_path / "b")
+    (tmp_path / "copy.sh").write_text('cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"\n')
+    (tmp_path / "two.yaml").write_text(TWO_CLUSTERS)
+    (tmp_path / "conveyor.toml").write_text(
+        f'[clusters.cluster-b]\nendpoint = "{b.api_url}"\n'
+        f'user = "{b.credentials.admin_user}"\npassword = "{b.credentials.admin_password}"\n'
+    )
+    on_a, on_b = cli_for(a, tmp_path), cli_for(b, tmp_path)
+    on_a.env["CONVEYOR_CONFIG"] = str(tmp_path / "conveyor.toml")
+
+    ambiguous = on_a("apply", "two.yaml", check=False)
+    assert ambiguous.returncode == 2 and "deploys to clusters cluster-a, cluster-b: say which" in ambiguous.stderr
+    on_b("apply", "two.yaml", "--cluster", "cluster-b")
+    on_a("apply", "two.yaml", "--cluster", "cluster-a")
+    assert [s.name for s in a.catalog.services()] == ["first"] and [s.name for s in b.catalog.services()] == ["second"]
+
+    put_text(a, "start/in/x.txt", "across")
+    wait_for_jobs(a, "first", 1)
+    [handled] = wait_for_jobs(b, "second", 1)
+
+    assert handled.state == JobState.SUCCEEDED
+    assert read_text(b, "handover/out/x.txt", tmp_path) == "across"

@@ -33,6 +33,7 @@ so a user can fix the whole file in one pass.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ import yaml
 from pydantic import ValidationError
 
 from conveyor.control.validation import definition_problems, duplicate_names
-from conveyor.errors import FDLError, Problem
+from conveyor.errors import ConveyorError, FDLError, Problem
 from conveyor.model.service import Service
 
 # A position in the YAML document: mapping keys and list indices, from the root.
@@ -61,7 +62,21 @@ class Workflow:
     warnings: list[str] = field(default_factory=list)
 
 
-def load_fdl(path: Path) -> Workflow:
+ClusterStore = Callable[[str], dict[str, Any] | None]
+"""The store of another cluster by its id (`minio.<cluster-id>` in an FDL), as oscar-cli resolves it:
+its MinIO settings from that cluster's /system/config; None when the cluster is not known."""
+
+
+@dataclass(frozen=True)
+class Clusters:
+    """Which entries of a multi-cluster FDL are this platform's, and how other clusters' stores are reached."""
+
+    this: str | None = None
+    """This platform's cluster id; needed only when the FDL names several."""
+    store_of: ClusterStore = lambda _cluster_id: None
+
+
+def load_fdl(path: Path, clusters: Clusters | None = None) -> Workflow:
     """Read and validate an FDL file; script paths are relative to the file's directory.
 
     Raises FDLError carrying every problem found. Locations name `path` as given.
@@ -70,14 +85,14 @@ def load_fdl(path: Path) -> Workflow:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise FDLError([Problem(field="file", message=_unreadable(exc), location=str(path))]) from None
-    return parse_fdl(text, base_dir=path.parent, source_name=str(path))
+    return parse_fdl(text, base_dir=path.parent, source_name=str(path), clusters=clusters)
 
 
-def parse_fdl(text: str, base_dir: Path, source_name: str = "<string>") -> Workflow:
+def parse_fdl(text: str, base_dir: Path, source_name: str = "<string>", clusters: Clusters | None = None) -> Workflow:
     """Validate FDL text; `base_dir` resolves script paths, `source_name` names it in locations."""
     root, data = _parse_yaml(text, source_name)
     report = _Report(source_name, _index_lines(root))
-    services = _load_services(data, base_dir, report)
+    services = _load_services(data, base_dir, report, clusters or Clusters())
     if report.problems:
         # The same shared storage provider error shows up once per service: say it once.
         raise FDLError(list(dict.fromkeys(report.problems)))
@@ -220,12 +235,12 @@ class _ServiceItem:
         return ("functions", "oscar", self.index, self.cluster_id)
 
 
-def _load_services(data: Any, base_dir: Path, report: _Report) -> list[Service]:
-    items = _service_items(data, report)
+def _load_services(data: Any, base_dir: Path, report: _Report, clusters: Clusters) -> list[Service]:
+    items = _this_clusters_items(_service_items(data, report), clusters.this, report)
     shared_providers = _shared_storage_providers(data, report)
     loaded: list[tuple[_ServiceItem, Service]] = []
     for item in items:
-        service = _load_service(item, shared_providers, base_dir, report)
+        service = _load_service(item, shared_providers, base_dir, report, clusters.store_of)
         if service is not None:
             loaded.append((item, service))
     _check_duplicate_names(loaded, report)
@@ -267,6 +282,27 @@ def _service_items(data: Any, report: _Report) -> list[_ServiceItem]:
     return items
 
 
+def _this_clusters_items(items: list[_ServiceItem], this: str | None, report: _Report) -> list[_ServiceItem]:
+    """An FDL for one cluster deploys whole; one for several deploys the entries of this platform's."""
+    named = list(dict.fromkeys(item.cluster_id for item in items))
+    if len(named) <= 1:
+        return items
+    if this is None:
+        report.problem(
+            ("functions", "oscar"),
+            f"deploys to clusters {', '.join(named)}: say which is this platform with --cluster "
+            "(or [client] cluster_id in the config file)",
+        )
+        return []
+    mine = [item for item in items if item.cluster_id == this]
+    if not mine:
+        report.problem(("functions", "oscar"), f"has no service for cluster {this!r}; it names {', '.join(named)}")
+    skipped = len(items) - len(mine)
+    if mine and skipped:
+        report.warnings.append(f"{skipped} service entr{'y' if skipped == 1 else 'ies'} of other clusters skipped")
+    return mine
+
+
 def _warn_unknown_keys(data: dict[Any, Any], report: _Report) -> None:
     for key in data:
         if key not in KNOWN_TOP_LEVEL_KEYS:
@@ -304,7 +340,7 @@ def _merge_storage_providers(shared: dict[Any, Any], own: Any) -> Any:
 
 
 def _load_service(
-    item: _ServiceItem, shared_providers: dict[Any, Any], base_dir: Path, report: _Report
+    item: _ServiceItem, shared_providers: dict[Any, Any], base_dir: Path, report: _Report, store_of: ClusterStore
 ) -> Service | None:
     """The validated Service of one item, or None after reporting why it is not valid."""
     if not isinstance(item.fields, dict):
@@ -313,6 +349,7 @@ def _load_service(
     data = dict(item.fields)
     data["cluster_id"] = item.cluster_id
     data["storage_providers"] = _merge_storage_providers(shared_providers, item.fields.get("storage_providers"))
+    _add_other_clusters_stores(data, store_of, item, report)
     script_reported = False
     if "script" in data:
         script = _read_script(data["script"], base_dir, (*item.path, "script"), report)
@@ -333,6 +370,35 @@ def _load_service(
     for problem in definition_problems(service):
         report.problem((*item.path, *_parse_field(problem.field)), problem.message)
     return service
+
+
+def _add_other_clusters_stores(
+    data: dict[str, Any], store_of: ClusterStore, item: _ServiceItem, report: _Report
+) -> None:
+    """`minio.<cluster-id>` without settings names another cluster's store: oscar-cli fills in that
+    cluster's MinIO settings (from its /system/config), and so does this."""
+    providers = data["storage_providers"]
+    if not isinstance(providers, dict):
+        return
+    named = {
+        str(io.get("storage_provider", ""))
+        for side in ("input", "output")
+        for io in (data.get(side) or [])
+        if isinstance(io, dict)
+    }
+    minio = providers.get("minio") if isinstance(providers.get("minio"), dict) else {}
+    for provider in sorted(named):
+        kind, _, cluster_id = provider.partition(".")
+        if kind != "minio" or cluster_id in ("", "default") or cluster_id in minio:
+            continue
+        try:
+            settings = store_of(cluster_id)
+        except ConveyorError as error:
+            report.problem((*item.path, "storage_providers"), f"the store of cluster {cluster_id!r}: {error}")
+            continue
+        if settings is not None:
+            minio = {**minio, cluster_id: settings}
+            providers["minio"] = minio
 
 
 def _report_rules_without(data: dict[str, Any], invalid: set[Any], item: _ServiceItem, report: _Report) -> None:

@@ -9,10 +9,11 @@ import typer
 
 from conveyor.cli import render
 from conveyor.cli.app import context
-from conveyor.cli.client import CliError, ProblemsError
+from conveyor.cli.client import CliError, ConveyorClient, ProblemsError, resolve_connection
 from conveyor.cli.options import JsonOption
-from conveyor.errors import FDLError
-from conveyor.fdl import load_fdl
+from conveyor.errors import ConveyorError, FDLError
+from conveyor.fdl import Clusters, load_fdl
+from conveyor.layout import DataLayout
 
 APPLY_HELP = """Deploy every service of an OSCAR FDL file; re-applying updates them in place.
 
@@ -37,10 +38,16 @@ SERVICES_HELP = """List deployed services with their inputs, outputs and job cou
 def apply(
     ctx: typer.Context,
     fdl: Annotated[Path, typer.Argument(help="OSCAR FDL file (functions: oscar: ...).", show_default=False)],
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            help="This platform's cluster id, for an FDL that deploys to several (default: [client] cluster_id)."
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     try:
-        workflow = load_fdl(fdl)
+        workflow = load_fdl(fdl, _clusters(ctx, cluster))
         for warning in workflow.warnings:
             render.warn(warning)
         payload = [service.model_dump(mode="json") for service in workflow.services]
@@ -60,6 +67,25 @@ def apply(
         render.out.print(f"created {name}")
     for name in answer["updated"]:
         render.out.print(f"updated {name}")
+
+
+def _clusters(ctx: typer.Context, this: str | None) -> Clusters:
+    """This platform's cluster id, and the other clusters of the config file, whose stores an FDL's
+    `minio.<cluster-id>` names (their MinIO settings come from their /system/config, as oscar-cli does)."""
+    settings = context(ctx).settings()
+
+    def store_of(cluster_id: str) -> dict[str, Any] | None:
+        other = settings.clusters.get(cluster_id)
+        if other is None or not other.endpoint:
+            return None
+        connection = resolve_connection(DataLayout(settings.data_dir), other)
+        try:
+            with ConveyorClient(connection, timeout_s=20) as client:
+                return dict(client.expect_ok("GET", "/system/config").json()["minio_provider"])
+        except (CliError, KeyError, ValueError) as error:
+            raise ConveyorError(f"{other.endpoint}/system/config: {error}") from None
+
+    return Clusters(this=this or settings.client.cluster_id, store_of=store_of)
 
 
 def _refused(error: ProblemsError, as_json: bool) -> NoReturn:
