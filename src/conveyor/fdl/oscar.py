@@ -283,9 +283,12 @@ def _service_items(data: Any, report: _Report) -> list[_ServiceItem]:
 
 
 def _this_clusters_items(items: list[_ServiceItem], this: str | None, report: _Report) -> list[_ServiceItem]:
-    """An FDL for one cluster deploys whole; one for several deploys the entries of this platform's."""
+    """An FDL for one cluster deploys whole; one for several deploys the entries of this platform's.
+
+    Several cluster ids alone do not make an FDL multi-cluster (ids are often arbitrary labels): it is
+    one when an id is another entry's store (`minio.<cluster-id>`) or a service is listed under two."""
     named = list(dict.fromkeys(item.cluster_id for item in items))
-    if len(named) <= 1:
+    if len(named) <= 1 or (this is None and not _spans_clusters(items, named)):
         return items
     if this is None:
         report.problem(
@@ -301,6 +304,22 @@ def _this_clusters_items(items: list[_ServiceItem], this: str | None, report: _R
     if mine and skipped:
         report.warnings.append(f"{skipped} service entr{'y' if skipped == 1 else 'ies'} of other clusters skipped")
     return mine
+
+
+def _spans_clusters(items: list[_ServiceItem], cluster_ids: list[str]) -> bool:
+    stores = {f"minio.{cluster_id}" for cluster_id in cluster_ids}
+    names: dict[str, str] = {}
+    for item in items:
+        if not isinstance(item.fields, dict):
+            continue
+        name = str(item.fields.get("name", ""))
+        if names.setdefault(name, item.cluster_id) != item.cluster_id:
+            return True  # one service deployed to two clusters
+        for side in ("input", "output"):
+            for io in item.fields.get(side) or []:
+                if isinstance(io, dict) and io.get("storage_provider") in stores:
+                    return True
+    return False
 
 
 def _warn_unknown_keys(data: dict[Any, Any], report: _Report) -> None:

@@ -213,8 +213,6 @@ OSCAR_FIELDS_NOT_ACTED_ON: dict[str, str] = {
     "ephemeral_storage_request": "jobs use the data directory's disk",
     "enable_sgx": "no SGX device is requested",
     "image_prefetch": "images are pulled when the first job needs them",
-    "annotations": "they are kept with the service only",
-    "labels": "they are kept with the service only",
     "image_pull_secrets": "the engine's own credentials pull images",
 }
 """OSCAR fields Conveyor keeps (and returns) but does not act on: `apply` warns once per field."""
@@ -253,6 +251,18 @@ class Service(BaseModel):
     input: list[StorageIO] = Field(default_factory=list)
     output: list[StorageIO] = Field(default_factory=list)
     storage_providers: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+
+    @property
+    def user_labels(self) -> dict[str, str]:
+        """OSCAR's `annotations` then `labels` (labels win), as strings: they label the job's containers
+        and make its Slurm comment."""
+        extra = self.model_extra or {}
+        merged: dict[str, str] = {}
+        for field_name in ("annotations", "labels"):
+            given = extra.get(field_name)
+            if isinstance(given, dict):
+                merged.update({str(key): str(value) for key, value in given.items()})
+        return merged
 
     def fields_not_acted_on(self) -> list[str]:
         """`<service>: <field> is ignored: what Conveyor does instead`, for the OSCAR fields it keeps only."""

@@ -184,7 +184,7 @@ class DockerRunner(ScriptRunner, WarmRunner):
             "environment": invocation.env,
             "working_dir": work,
             "volumes": {work: {"bind": work, "mode": "rw"}},
-            "labels": {"conveyor.job": invocation.job_id, "conveyor.service": service.name},
+            "labels": {**service.user_labels, "conveyor.job": invocation.job_id, "conveyor.service": service.name},
             "detach": True,
             **self._limits(service),
         }
@@ -297,7 +297,7 @@ class DockerRunner(ScriptRunner, WarmRunner):
             created = api.create_container(
                 service.image,
                 command=IDLE_COMMAND,
-                labels={OWNER_LABEL: self.pool.owner, "conveyor.service": service.name},
+                labels={**service.user_labels, OWNER_LABEL: self.pool.owner, "conveyor.service": service.name},
                 host_config=host_config,
             )
         except (APIError, DockerException) as error:

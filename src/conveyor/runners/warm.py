@@ -67,7 +67,8 @@ class WarmPool:
 
     @staticmethod
     def key(service: Service, network: str | None) -> tuple[Any, ...]:
-        return (service.name, service.image, service.cpu, service.memory, service.enable_gpu, network)
+        labels = tuple(sorted(service.user_labels.items()))
+        return (service.name, service.image, service.cpu, service.memory, service.enable_gpu, network, labels)
 
     def acquire(self, key: tuple[Any, ...]) -> WarmContainer | None:
         """An idle container for `key` whose PID 1 still runs, as far as this host can tell."""

@@ -104,6 +104,7 @@ def test_sbatch_options_carry_resources_walltime_and_the_service_settings_over_t
     spec = _spec(
         tmp_path, cpu="1.5", memory="1Gi", timeout=120, enable_gpu=True,
         slurm={"qos": "short", "sbatch_options": ["--nice=5"]},
+        labels={"team": "bio"}, annotations={"team": "old", "cost": "lab-7"},
     )  # fmt: skip
     backend.submit(spec)
 
@@ -113,6 +114,7 @@ def test_sbatch_options_carry_resources_walltime_and_the_service_settings_over_t
     assert "--time=7" in options  # 120 s + the default 300 s margin
     assert "--partition=batch" in options and "--qos=short" in options
     assert "--gres=gpu:1" in options and options[-1] == "--nice=5"
+    assert "--comment=team=bio,cost=lab-7" in options, "OSCAR's labels (over its annotations) make the comment"
     assert not any("SECRET" in option or "AWS" in option for option in options)
     export = next(option for option in options if option.startswith("--export="))
     assert "CONVEYOR" not in export

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.errors import FDLError, Problem
-from conveyor.fdl import Workflow, load_fdl, parse_fdl
+from conveyor.fdl import Clusters, Workflow, load_fdl, parse_fdl
 from conveyor.storage.s3 import S3Credentials
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -649,7 +649,7 @@ def test_duplicate_names_point_at_the_later_service(workdir: Path) -> None:
           oscar:
           - c: {name: same, image: alpine, script: run.sh}
           - c: {name: other, image: alpine, script: run.sh}
-          - d:
+          - c:
               name: same
               image: alpine
               script: run.sh
@@ -658,8 +658,23 @@ def test_duplicate_names_point_at_the_later_service(workdir: Path) -> None:
 
     [problem] = problems_of(fdl)
 
-    assert where([problem]) == [("workflow.yaml:6", "functions.oscar[2].d.name")]
+    assert where([problem]) == [("workflow.yaml:6", "functions.oscar[2].c.name")]
     assert problem.message.startswith("'same' is already the name of functions.oscar[0].c")
+
+
+def test_one_service_listed_for_two_clusters_needs_this_platforms_cluster_id(workdir: Path) -> None:
+    fdl = write_fdl(
+        "functions:\n  oscar:\n"
+        "  - a: {name: same, image: alpine, script: run.sh}\n"
+        "  - b: {name: same, image: x, script: run.sh}\n"
+    )
+
+    [problem] = problems_of(fdl)
+    on_b = load_fdl(fdl, Clusters(this="b"))
+
+    assert problem.message.startswith("deploys to clusters a, b: say which is this platform with --cluster")
+    assert [(s.name, s.image) for s in on_b.services] == [("same", "x")]
+    assert on_b.warnings == ["1 service entry of other clusters skipped"]
 
 
 # --- Shapes found in OSCAR's own examples ----------------------------------------------------------

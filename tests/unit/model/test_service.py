@@ -487,9 +487,10 @@ def test_oscar_fields_conveyor_keeps_but_does_not_act_on_are_named_once_each() -
 
     warnings = service.fields_not_acted_on()
 
-    assert [w.split(":")[1].split()[0] for w in warnings] == ["expose", "visibility", "labels"]
+    assert [w.split(":")[1].split()[0] for w in warnings] == ["expose", "visibility"], "labels are acted on"
     assert (
         warnings[0]
         == "svc: expose is kept but not acted on: no exposed HTTP endpoint is created; use /run for synchronous calls"
     )
     assert service.model_dump()["expose"] == {"api_port": 8080}, "kept and returned as it came"
+    assert service.user_labels == {"team": "a"}

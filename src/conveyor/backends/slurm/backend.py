@@ -287,6 +287,8 @@ class SlurmBackend(Backend):
                 options.append(f"--{option}={value}")
         if service.enable_gpu:
             options.append("--gres=gpu:1")
+        if labels := service.user_labels:  # OSCAR's labels and annotations, for sacct and squeue -O comment
+            options.append("--comment=" + ",".join(f"{key}={value}" for key, value in labels.items()))
         return [*options, *self.config.sbatch_options, *(own.sbatch_options if own else [])]
 
     def _save_submission(self, tracked: _Tracked) -> None:
