@@ -193,6 +193,8 @@ def test_put_refuses_where_no_service_reads_says_where_each_file_went_and_follow
     typo = cli("put", str(tmp_path / "f.txt"), "txet/in/", check=False)
     assert typo.returncode == 2 and "no service reads txet/in/f.txt" in typo.stderr
     assert "txet" not in platform.storage.default.list_buckets(), "a refused upload creates no bucket"
+    invalid = cli("put", "--force", str(tmp_path / "f.txt"), "b1/in/", check=False)
+    assert invalid.returncode == 2 and "bucket 'b1' is not a valid S3 bucket name" in invalid.stderr
 
     done = cli("put", str(tmp_path / "f.txt"), "text/in/")
     assert f"{tmp_path / 'f.txt'} -> text/in/f.txt (starts shout)" in done.stdout

@@ -30,6 +30,16 @@ _CPU_RE = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)(m)?$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
+def bucket_name_problem(bucket: str) -> str | None:
+    """Why `bucket` cannot be an S3 bucket's name, or None."""
+    if _BUCKET_RE.match(bucket):
+        return None
+    return (
+        f"bucket {bucket!r} is not a valid S3 bucket name: 3 to 63 lower-case letters, digits, "
+        "'.' or '-', starting and ending with a letter or digit"
+    )
+
+
 def parse_memory(value: str) -> int:
     """Bytes in a Kubernetes memory quantity ("256Mi", "1Gi", "500M", "1073741824")."""
     text = str(value).strip()
@@ -87,11 +97,8 @@ class StorageIO(BaseModel):
 
     @model_validator(mode="after")
     def _s3_bucket_name(self) -> StorageIO:
-        if self.kind in ("minio", "s3") and "/" in self.path and not _BUCKET_RE.match(self.bucket):
-            raise ValueError(
-                f"bucket {self.bucket!r} is not a valid S3 bucket name: 3 to 63 lower-case letters, digits, "
-                "'.' or '-', starting and ending with a letter or digit"
-            )
+        if self.kind in ("minio", "s3") and "/" in self.path and (problem := bucket_name_problem(self.bucket)):
+            raise ValueError(problem)
         return self
 
     @field_validator("suffix", "prefix", mode="before")

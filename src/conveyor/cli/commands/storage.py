@@ -27,7 +27,7 @@ from conveyor.errors import ObjectNotFound, StorageError, StorageUnavailable, St
 from conveyor.events.routing import InputIndex
 from conveyor.model.event import ObjectRef
 from conveyor.model.kinds import DEFAULT_PROVIDER, ProviderId
-from conveyor.model.service import Service
+from conveyor.model.service import Service, bucket_name_problem
 from conveyor.storage.base import StorageProvider
 from conveyor.storage.registry import build_provider
 
@@ -66,6 +66,8 @@ def _upload_plan(given: list[str], destination: str) -> list[tuple[Path, ObjectR
     """Each local file and the object it becomes. A directory named with a trailing '/' gives its
     contents, without one the directory itself (rsync's rule)."""
     dest = _parse_ref(destination)
+    if dest.provider.split(".")[0] in ("minio", "s3") and (problem := bucket_name_problem(dest.bucket)):
+        raise CliError(problem, exit_code=2)
     sources = [Path(text) for text in given]
     as_folder = destination.endswith("/") or len(sources) > 1 or any(s.is_dir() for s in sources) or not dest.key
     folder = dest.key.rstrip("/")
