@@ -146,7 +146,7 @@ def put(
     if index is not None and readers is not None and not any(readers.values()) and not force:
         problem = _nothing_reads(index, plan[0][1], destination, len(plan))
         if provider == DEFAULT_PROVIDER:  # the platform's own store is there to start jobs
-            raise CliError(f"{problem}. Add --force to upload anyway", exit_code=2)
+            raise CliError(f"{problem.rstrip('?')}. Add --force to upload anyway", exit_code=2)
         render.warn(problem)
     bucket = plan[0][1].bucket
     with _outage_explained(ctx, provider), _open_store(ctx, provider, fdl) as store:
@@ -188,7 +188,7 @@ def _nothing_reads(index: InputIndex, first: ObjectRef, destination: str, files:
         folder = _parse_ref(destination + "/")
         probe = ObjectRef(provider=folder.provider, bucket=folder.bucket, key=f"{folder.key}{first.name}")
         if services := index.services_for(probe):
-            message += f"; did you mean {destination}/ (a folder ends with '/'), read by {', '.join(services)}?"
+            message += f"; did you mean {destination}/ (a folder ends with '/'), read by {', '.join(services)}"
     return message
 
 
