@@ -1,0 +1,429 @@
+"""The Kubernetes backend: each job is one batch/v1 Job; Kubernetes schedules, Conveyor keeps the ledger.
+
+    submit ─▶ the job opens for staging (supervisor/remote.py: a token for its pod) ─▶ create the Job
+    watcher ─▶ ONE list+watch of the Jobs with Conveyor's label ─▶ a Job that ends ─▶ its pod's
+               container statuses (the script's exit code) and the script's log ─▶ the job's outcome
+
+Jobs are named from the job id and attempt (manifest.job_name), so a restarted platform finds the
+Jobs it created (adopt). While the API server does not answer, nothing is concluded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Self
+
+from conveyor.backends.base import Backend, BackendContext
+from conveyor.backends.kubernetes import manifest
+from conveyor.errors import BackendUnavailable, SubmitError
+from conveyor.model.job import JobHandle, JobOutcome, JobSpec, JobState, JobStatus
+from conveyor.settings import KubernetesSettings
+from conveyor.supervisor.remote import RemoteStaging
+from conveyor.supervisor.run import JobLog
+
+log = logging.getLogger(__name__)
+
+WATCH_TIMEOUT_S = 30
+"""A watch is opened again after this (the server ends it anyway after a while)."""
+
+
+@dataclass
+class _Tracked:
+    spec: JobSpec
+    name: str
+    cancelled: bool = False
+    concluding: bool = False
+    outcome: JobOutcome | None = None
+
+
+class KubernetesBackend(Backend):
+    name = "kubernetes"
+    full_per_service = True
+
+    def __init__(self, config: KubernetesSettings, staging: RemoteStaging, api_url: str) -> None:
+        super().__init__()
+        from kubernetes import client
+        from kubernetes import config as kube_config
+
+        self.config = config
+        self.staging = staging
+        self.api_url = config.api_url or api_url
+        try:
+            if config.kubeconfig is not None:
+                api_client = kube_config.new_client_from_config(str(config.kubeconfig), context=config.context)
+            else:
+                try:
+                    kube_config.load_incluster_config()
+                    api_client = client.ApiClient()
+                except kube_config.ConfigException:
+                    api_client = kube_config.new_client_from_config(context=config.context)
+        except (kube_config.ConfigException, OSError) as error:
+            raise BackendUnavailable(
+                f"the Kubernetes backend found no cluster: {error}; set kubeconfig under [kubernetes]"
+            ) from error
+        self._client = api_client
+        self.batch = client.BatchV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        try:
+            self._version = client.VersionApi(api_client).get_code(_request_timeout=10).git_version
+        except Exception as error:
+            raise BackendUnavailable(
+                f"the Kubernetes API at {api_client.configuration.host} does not answer: {error}"
+            ) from error
+        self._jobs: dict[str, _Tracked] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._api_down_since: float | None = None
+        self._thread = threading.Thread(target=self._watch_loop, name="kubernetes-watch", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def create(cls, context: BackendContext) -> Self:
+        if context.staging is None or context.api_url is None:
+            raise BackendUnavailable("the Kubernetes backend needs the platform's API (to stage files for pods)")
+        return cls(context.settings.kubernetes, context.staging, context.api_url)
+
+    # ---- the interface -------------------------------------------------------------------
+
+    def describe(self) -> str:
+        return (
+            f"kubernetes: {self._version} at {self._client.configuration.host}, namespace {self.config.namespace}; "
+            f"pods stage through {self.api_url}; at most {self.config.max_pending_per_service} Jobs per service"
+        )
+
+    def problem(self) -> str | None:
+        down_since = self._api_down_since
+        if down_since is None:
+            return None
+        return f"the Kubernetes API has not answered for {time.monotonic() - down_since:.0f} s; Jobs run on"
+
+    def can_accept(self, job: JobSpec) -> bool:
+        with self._lock:
+            mine = sum(1 for t in self._jobs.values() if t.spec.service.name == job.service.name and not t.outcome)
+        return mine < self.config.max_pending_per_service
+
+    def submit(self, job: JobSpec) -> JobHandle:
+        from kubernetes.client.exceptions import ApiException
+
+        token = self.staging.open_job(job)
+        body = manifest.build_job(job, self.config, self.api_url, token, self.staging.input_name(job))
+        tracked = _Tracked(spec=job, name=body["metadata"]["name"])
+        with self._lock:
+            self._jobs[job.job_id] = tracked  # before the Job exists: the watch may see its end at once
+        try:
+            self.batch.create_namespaced_job(self.config.namespace, body, _request_timeout=30)
+        except ApiException as error:
+            if error.status != 409:  # 409: it exists (an earlier submit that did not hear back)
+                with self._lock:
+                    self._jobs.pop(job.job_id, None)
+                self.staging.close_job(job.job_id)
+                raise SubmitError(f"Kubernetes refused Job {tracked.name}: {_reason(error)}") from error
+        except Exception as error:
+            with self._lock:
+                self._jobs.pop(job.job_id, None)
+            self.staging.close_job(job.job_id)
+            raise SubmitError(f"creating Job {tracked.name} failed: {error}") from error
+        return JobHandle(job_id=job.job_id, backend=self.name, native_id=tracked.name)
+
+    def adopt(self, job: JobSpec) -> JobHandle | None:
+        """A Job an earlier platform created: found again by its name."""
+        from kubernetes.client.exceptions import ApiException
+
+        name = manifest.job_name(job)
+        try:
+            found = self.batch.read_namespaced_job(name, self.config.namespace, _request_timeout=30)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        self.staging.open_job(job)
+        tracked = _Tracked(spec=job, name=name)
+        with self._lock:
+            self._jobs[job.job_id] = tracked
+        self._seen(found)
+        return JobHandle(job_id=job.job_id, backend=self.name, native_id=name)
+
+    def status(self, handles: list[JobHandle]) -> list[JobStatus]:
+        statuses = []
+        with self._lock:
+            for handle in handles:
+                tracked = self._jobs.get(handle.job_id)
+                if tracked is None:
+                    statuses.append(JobStatus(handle=handle, state=JobState.UNKNOWN))
+                elif tracked.outcome is None:
+                    statuses.append(JobStatus(handle=handle, state=JobState.RUNNING))
+                else:
+                    del self._jobs[handle.job_id]
+                    statuses.append(JobStatus(handle=handle, state=tracked.outcome.state, outcome=tracked.outcome))
+        return statuses
+
+    def cancel(self, handles: list[JobHandle]) -> list[bool]:
+        answers, names = [], []
+        with self._lock:
+            for handle in handles:
+                tracked = self._jobs.get(handle.job_id)
+                if tracked is None or tracked.outcome is not None or tracked.concluding:
+                    answers.append(False)
+                    continue
+                tracked.cancelled = True
+                tracked.outcome = JobOutcome(state=JobState.CANCELLED, message="cancelled on request")
+                answers.append(True)
+                names.append(tracked)
+        for tracked in names:
+            self.staging.close_job(tracked.spec.job_id)
+            self._delete(tracked.name)
+            _append(tracked.spec, [], f"cancelled on request: Job {tracked.name} deleted", "WARNING")
+        self._listener()
+        return answers
+
+    def close(self) -> None:
+        """Stop watching; Jobs run on in the cluster, and the next start adopts them."""
+        self._stopping.set()
+        self._thread.join(2)
+
+    # ---- watching ------------------------------------------------------------------------
+
+    def _watch_loop(self) -> None:
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        resource_version: str | None = None
+        while not self._stopping.is_set():
+            try:
+                if resource_version is None:
+                    listing = self.batch.list_namespaced_job(
+                        self.config.namespace, label_selector=manifest.SELECTOR, _request_timeout=30
+                    )
+                    for job in listing.items:
+                        self._seen(job)
+                    resource_version = listing.metadata.resource_version
+                self._api_down_since = None
+                stream = watch.Watch().stream(
+                    self.batch.list_namespaced_job,
+                    self.config.namespace,
+                    label_selector=manifest.SELECTOR,
+                    resource_version=resource_version,
+                    timeout_seconds=WATCH_TIMEOUT_S,
+                    _request_timeout=WATCH_TIMEOUT_S + 10,
+                )
+                for event in stream:
+                    if self._stopping.is_set():
+                        return
+                    job = event["object"]
+                    if event["type"] == "ERROR":  # expired: list again
+                        resource_version = None
+                        break
+                    resource_version = job.metadata.resource_version
+                    if event["type"] == "DELETED":
+                        self._deleted(job)
+                    else:
+                        self._seen(job)
+            except ApiException as error:
+                if error.status == 410:  # the resource version is too old: list again
+                    resource_version = None
+                    continue
+                self._note_api_down(error)
+            except Exception as error:  # the watch must outlive any one bad answer or a dead connection
+                self._note_api_down(error)
+
+    def _note_api_down(self, error: Exception) -> None:
+        if self._api_down_since is None:
+            self._api_down_since = time.monotonic()
+            log.warning("watching Kubernetes Jobs failed (%s); trying again", error)
+        self._stopping.wait(1.0)
+
+    def _tracked_for(self, job: Any) -> _Tracked | None:
+        job_id = (job.metadata.annotations or {}).get(manifest.JOB_ID_ANNOTATION)
+        with self._lock:
+            tracked = self._jobs.get(job_id or "")
+            if tracked is None or tracked.name != job.metadata.name or tracked.outcome or tracked.concluding:
+                return None
+            return tracked
+
+    def _seen(self, job: Any) -> None:
+        ended = _ended(job)
+        if ended is None:
+            return
+        tracked = self._tracked_for(job)
+        if tracked is None:
+            return
+        with self._lock:
+            if tracked.concluding or tracked.outcome:
+                return
+            tracked.concluding = True
+        try:
+            outcome = self._outcome(tracked, job, ended)
+        except Exception as error:  # an outcome all the same: the job must not hang
+            log.exception("concluding Kubernetes Job %s failed", tracked.name)
+            outcome = _failed(f"Kubernetes Job {tracked.name} ended ({ended[0]}) but reading it failed: {error}")
+        with self._lock:
+            tracked.outcome = outcome
+        self._listener()
+
+    def _deleted(self, job: Any) -> None:
+        tracked = self._tracked_for(job)
+        if tracked is None:
+            return
+        with self._lock:
+            if tracked.concluding or tracked.outcome:
+                return
+            tracked.outcome = _failed(f"Kubernetes Job {tracked.name} was deleted outside Conveyor; it runs again")
+        self.staging.close_job(tracked.spec.job_id)
+        _append(tracked.spec, [], tracked.outcome.message, "ERROR")
+        self._listener()
+
+    def _delete(self, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.batch.delete_namespaced_job(
+                name, self.config.namespace, propagation_policy="Background", _request_timeout=30
+            )
+        except ApiException as error:
+            if error.status != 404:
+                log.warning("deleting Kubernetes Job %s failed: %s", name, _reason(error))
+
+    # ---- a Job's end ---------------------------------------------------------------------
+
+    def _outcome(self, tracked: _Tracked, job: Any, ended: tuple[str, str, str]) -> JobOutcome:
+        """What the Job's conditions, its pod's container statuses and logs say; the logs go to the job's log."""
+        kind, reason, message = ended
+        pod = self._pod_of(tracked.name)
+        statuses = _container_states(pod)
+        script = statuses.get(manifest.SCRIPT_CONTAINER)
+        exit_code = script.exit_code if script is not None else None
+        parts = []
+        for container in (manifest.STAGE_IN_CONTAINER, manifest.SCRIPT_CONTAINER, manifest.STAGE_OUT_CONTAINER):
+            text = self._log_of(pod, container) if container in statuses else b""
+            if container == manifest.SCRIPT_CONTAINER:
+                parts.append(text)
+            elif text.strip() and (kind != "Complete" or container == manifest.STAGE_OUT_CONTAINER):
+                parts.append(b"--- " + container.encode() + b" ---\n" + text)
+        outputs = self.staging.close_job(tracked.spec.job_id)
+        started, finished = job.status.start_time, job.status.completion_time or _condition_time(job)
+        where = f"Kubernetes Job {tracked.name}"
+        if kind == "Complete":
+            outcome = JobOutcome(
+                state=JobState.SUCCEEDED, exit_code=0, message=f"{len(outputs)} output(s) stored", outputs=outputs
+            )
+        elif reason == "DeadlineExceeded":
+            deadline = tracked.spec.service.timeout + self.config.time_margin_s
+            outcome = JobOutcome(
+                state=JobState.TIMED_OUT,
+                failure="timeout",
+                exit_code=exit_code,
+                message=f"{where} passed its deadline ({deadline} s: the service's timeout plus the staging margin)",
+                outputs=outputs,
+            )
+        elif exit_code not in (None, 0):
+            why = f" ({script.reason})" if script is not None and script.reason not in (None, "Error") else ""
+            outcome = JobOutcome(
+                state=JobState.FAILED,
+                failure="script",
+                exit_code=exit_code,
+                message=f"the script exited with code {exit_code}{why}; nothing was uploaded",
+            )
+        else:
+            broken = [f"{name}: {state.describe()}" for name, state in statuses.items() if state.failed]
+            details = "; ".join(broken) or f"{reason}: {message}"
+            stage = "stage-out" if exit_code == 0 else "the pod"
+            outcome = _failed(f"{where} failed in {stage}: {details}")
+            outcome.exit_code = exit_code
+            outcome.outputs = outputs
+        outcome.started_at, outcome.finished_at = started, finished
+        _append(
+            tracked.spec,
+            parts,
+            f"job {outcome.state}: {outcome.message}",
+            "INFO" if outcome.state == JobState.SUCCEEDED else "ERROR",
+            first=f"job {tracked.spec.job_id} (attempt {tracked.spec.attempt}) ran as {where}",
+        )
+        return outcome
+
+    def _pod_of(self, name: str) -> Any | None:
+        pods = self.core.list_namespaced_pod(
+            self.config.namespace, label_selector=f"job-name={name}", _request_timeout=30
+        ).items
+        if not pods:
+            return None
+        return max(pods, key=lambda pod: pod.metadata.creation_timestamp)
+
+    def _log_of(self, pod: Any, container: str) -> bytes:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            text = self.core.read_namespaced_pod_log(
+                pod.metadata.name, self.config.namespace, container=container, _request_timeout=30
+            )
+        except ApiException as error:
+            return f"(the log of container {container} could not be read: {_reason(error)})\n".encode()
+        return text.encode() if isinstance(text, str) else bytes(text)
+
+
+@dataclass
+class _ContainerState:
+    exit_code: int | None
+    reason: str | None
+    message: str | None
+    waiting: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return self.waiting or (self.exit_code not in (None, 0))
+
+    def describe(self) -> str:
+        code = f"exit code {self.exit_code}" if self.exit_code is not None else "never ran"
+        return ", ".join(part for part in (code, self.reason, self.message) if part)
+
+
+def _container_states(pod: Any | None) -> dict[str, _ContainerState]:
+    if pod is None or pod.status is None:
+        return {}
+    found = {}
+    for status in [*(pod.status.init_container_statuses or []), *(pod.status.container_statuses or [])]:
+        state = status.state
+        if state is not None and state.terminated is not None:
+            term = state.terminated
+            found[status.name] = _ContainerState(term.exit_code, term.reason, term.message)
+        elif state is not None and state.waiting is not None:
+            found[status.name] = _ContainerState(None, state.waiting.reason, state.waiting.message, waiting=True)
+    return found
+
+
+def _ended(job: Any) -> tuple[str, str, str] | None:
+    """(Complete or Failed, reason, message) of a Job that ended; None while it runs."""
+    for condition in job.status.conditions or [] if job.status else []:
+        if condition.type in ("Complete", "Failed") and condition.status == "True":
+            return condition.type, condition.reason or "", condition.message or ""
+    return None
+
+
+def _condition_time(job: Any) -> datetime | None:
+    for condition in job.status.conditions or []:
+        if condition.type in ("Complete", "Failed") and condition.status == "True":
+            return condition.last_transition_time
+    return None
+
+
+def _reason(error: Any) -> str:
+    return f"{error.status} {error.reason}: {(error.body or '').strip()[:500]}"
+
+
+def _failed(message: str) -> JobOutcome:
+    return JobOutcome(state=JobState.FAILED, failure="infrastructure", message=message)
+
+
+def _append(spec: JobSpec, parts: list[bytes], last: str, level: str, first: str | None = None) -> None:
+    """The pod's output into the job's log, between two supervisor lines."""
+    log_file = JobLog(Path(spec.log_path), spec.service.log_level)
+    if first:
+        log_file.write("INFO", first)
+    with spec.log_path.open("ab") as out:
+        for part in parts:
+            out.write(part if part.endswith(b"\n") or not part else part + b"\n")
+    log_file.write(level, last)
