@@ -1,0 +1,112 @@
+"""Services on a real single-node Kubernetes (scripts/kubernetes-up.sh, a real kubelet on containerd): each
+job is one batch/v1 Job whose pod stages through the platform's API, with busybox only."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+
+from conveyor.backends.kubernetes import manifest
+from conveyor.model.job import JobState
+from tests.conftest import PlatformFactory
+from tests.support.kubernetes import BUSYBOX, Kubernetes, run_kubernetes
+from tests.support.platform import keys_under, put_text, read_text, service, wait_for_jobs, wait_for_state
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session")
+def kubernetes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kubernetes]:
+    with run_kubernetes(tmp_path_factory.mktemp("kubernetes")) as cluster:
+        yield cluster
+
+
+def _batch(cluster: Kubernetes) -> client.BatchV1Api:
+    return client.BatchV1Api(config.new_client_from_config(str(cluster.kubeconfig)))
+
+
+def test_a_file_runs_as_a_kubernetes_job_and_its_output_is_stored(
+    kubernetes: Kubernetes, make_platform: PlatformFactory, tmp_path: Path
+) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes")
+    upper = service(
+        "upper",
+        'tr a-z A-Z < "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH")"\n'
+        'mkdir -p "$TMP_OUTPUT_DIR/deep dir"\n'
+        'echo "$STORAGE_OBJECT_KEY $JOB_UUID" > "$TMP_OUTPUT_DIR/deep dir/k.txt"\n'
+        'echo "ran on $(hostname) as $OSCAR_SERVICE_NAME"',
+        ["k8s/in"],
+        ["k8s/out"],
+        image=BUSYBOX,
+    )
+    platform.catalog.apply([upper])
+    put_text(platform, "k8s/in/a.txt", "hello kubernetes")
+
+    [job] = wait_for_jobs(platform, "upper", 1, timeout_s=90)
+
+    log = platform.jobs.read_log("upper", job.job_id) or ""
+    assert job.state == JobState.SUCCEEDED, log
+    assert job.exit_code == 0
+    assert read_text(platform, "k8s/out/a.txt", tmp_path) == "HELLO KUBERNETES"
+    assert read_text(platform, "k8s/out/deep dir/k.txt", tmp_path).strip() == f"in/a.txt {job.job_id}"
+    assert "ran on " in log and "as upper" in log, log
+    assert {f"{o.ref}" for o in job.outputs} == {"k8s/out/a.txt", "k8s/out/deep dir/k.txt"}
+
+
+def test_a_failing_script_fails_its_job_with_its_exit_code_and_log(
+    kubernetes: Kubernetes, make_platform: PlatformFactory, tmp_path: Path
+) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes")
+    failing = service(
+        "failing",
+        'echo "about to fail on $INPUT_FILE_PATH"; echo partial > "$TMP_OUTPUT_DIR/partial.txt"; exit 3',
+        ["k8sfail/in"],
+        ["k8sfail/out"],
+        image=BUSYBOX,
+    )
+    platform.catalog.apply([failing])
+    put_text(platform, "k8sfail/in/b.txt", "x")
+
+    [job] = wait_for_jobs(platform, "failing", 1, timeout_s=90)
+
+    log = platform.jobs.read_log("failing", job.job_id) or ""
+    assert job.state in (JobState.FAILED, JobState.DEAD), log
+    assert job.exit_code == 3, (job, log)
+    assert "about to fail on /conveyor/input/b.txt" in log, log
+    assert "exited with code 3" in job.message
+    assert keys_under(platform, "k8sfail/out") == [], "a failed script uploads nothing"
+
+
+def test_cancel_deletes_the_kubernetes_job(kubernetes: Kubernetes, make_platform: PlatformFactory) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes")
+    sleeper = service("sleeper", "echo started; sleep 300", ["k8ssleep/in"], ["k8ssleep/out"], image=BUSYBOX)
+    platform.catalog.apply([sleeper])
+    put_text(platform, "k8ssleep/in/c.txt", "x")
+    batch = _batch(kubernetes)
+
+    deadline = time.monotonic() + 60
+    names: list[str] = []
+    while time.monotonic() < deadline and not names:
+        jobs = batch.list_namespaced_job("default", label_selector=f"{manifest.SERVICE_LABEL}=sleeper").items
+        names = [job.metadata.name for job in jobs]
+        time.sleep(0.2)
+    assert names, "the job became a Kubernetes Job"
+    [record] = [r for _, r in platform.ledger.list_jobs("sleeper", limit=10)]
+    wait_for_state(platform, record.job_id, {"running"})
+
+    answers = platform.jobs.cancel("sleeper", [record.job_id])
+
+    assert answers, answers
+    final = wait_for_state(platform, record.job_id, {"cancelled"}, timeout_s=30)
+    assert final.state == JobState.CANCELLED
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        left = batch.list_namespaced_job("default", label_selector=f"{manifest.SERVICE_LABEL}=sleeper").items
+        if not left:
+            break
+        time.sleep(0.2)
+    assert not left, [job.metadata.name for job in left]
