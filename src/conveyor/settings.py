@@ -112,6 +112,10 @@ class KubernetesSettings(BaseModel):
     ttl_s: int = Field(300, ge=0, description="a finished Job is deleted by Kubernetes after this")
     time_margin_s: int = Field(60, ge=0, description="activeDeadlineSeconds = the service's timeout + this")
     max_pending_per_service: int = Field(100, ge=1, description="jobs of one service in the cluster at once")
+    image_pull_timeout_s: float = Field(
+        120.0, ge=0, description="a pod that cannot pull an image this long fails its job (at once: never pullable)"
+    )
+    unschedulable_timeout_s: float = Field(300.0, ge=0, description="a pod unschedulable this long fails its job")
 
 
 class DispatchSettings(BaseModel):

@@ -110,3 +110,36 @@ def test_cancel_deletes_the_kubernetes_job(kubernetes: Kubernetes, make_platform
             break
         time.sleep(0.2)
     assert not left, [job.metadata.name for job in left]
+
+
+def test_a_job_past_its_deadline_times_out(kubernetes: Kubernetes, make_platform: PlatformFactory) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(time_margin_s=1), backend="kubernetes")
+    slow = service("slow", "echo begun; sleep 60", ["k8sslow/in"], ["k8sslow/out"], image=BUSYBOX, timeout=2)
+    platform.catalog.apply([slow])
+    put_text(platform, "k8sslow/in/d.txt", "x")
+
+    [job] = wait_for_jobs(platform, "slow", 1, timeout_s=60)
+
+    assert job.state == JobState.TIMED_OUT, (job, platform.jobs.read_log("slow", job.job_id))
+    assert "passed its deadline (3 s" in job.message
+
+
+def test_an_image_that_cannot_be_pulled_fails_the_job_naming_it(
+    kubernetes: Kubernetes, make_platform: PlatformFactory
+) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes")
+    missing = service(
+        "missing", "echo never", ["k8smiss/in"], ["k8smiss/out"], image="localhost/never-built:local", retries=0
+    )
+    platform.catalog.apply([missing])
+    put_text(platform, "k8smiss/in/e.txt", "x")
+
+    [job] = wait_for_jobs(platform, "missing", 1, timeout_s=60)
+
+    log = platform.jobs.read_log("missing", job.job_id) or ""
+    assert job.state in (JobState.FAILED, JobState.DEAD), (job, log)
+    assert "localhost/never-built:local" in job.message and "ErrImageNeverPull" in job.message, job.message
+    assert "ErrImageNeverPull" in log, log
+    assert (
+        not _batch(kubernetes).list_namespaced_job("default", label_selector=f"{manifest.SERVICE_LABEL}=missing").items
+    )

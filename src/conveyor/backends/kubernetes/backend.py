@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +31,19 @@ log = logging.getLogger(__name__)
 
 WATCH_TIMEOUT_S = 30
 """A watch is opened again after this (the server ends it anyway after a while)."""
+POD_WATCH_TIMEOUT_S = 5
+"""The pod watch is opened again this often, so that a pod stuck without events is judged in time."""
+NEVER_PULLABLE = frozenset({"ErrImageNeverPull", "InvalidImageName"})
+"""Waiting reasons that no wait can cure: the job fails at once."""
+PULLING = frozenset({"ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError", "CreateContainerError"})
+"""Waiting reasons that may pass (a registry down, a Secret created late): the job fails after a bound."""
+
+
+@dataclass
+class _PodProblem:
+    since: float
+    message: str
+    bound_s: float
 
 
 @dataclass
@@ -79,8 +93,13 @@ class KubernetesBackend(Backend):
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._api_down_since: float | None = None
-        self._thread = threading.Thread(target=self._watch_loop, name="kubernetes-watch", daemon=True)
-        self._thread.start()
+        self._pod_problems: dict[str, _PodProblem] = {}
+        self._threads = [
+            threading.Thread(target=self._watch_jobs, name="kubernetes-jobs", daemon=True),
+            threading.Thread(target=self._watch_pods, name="kubernetes-pods", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @classmethod
     def create(cls, context: BackendContext) -> Self:
@@ -184,45 +203,62 @@ class KubernetesBackend(Backend):
     def close(self) -> None:
         """Stop watching; Jobs run on in the cluster, and the next start adopts them."""
         self._stopping.set()
-        self._thread.join(2)
+        for thread in self._threads:  # a watch notices at its next event or timeout; they are daemons
+            thread.join(0.2)
 
     # ---- watching ------------------------------------------------------------------------
 
-    def _watch_loop(self) -> None:
+    def _watch_jobs(self) -> None:
+        self._watch(self.batch.list_namespaced_job, self._seen, self._deleted, WATCH_TIMEOUT_S, lambda: None)
+
+    def _watch_pods(self) -> None:
+        """Pods tell what Jobs do not: an image that cannot be pulled, a pod nobody can schedule."""
+        self._watch(self.core.list_namespaced_pod, self._pod_seen, self._pod_gone, POD_WATCH_TIMEOUT_S, self._sweep)
+
+    def _watch(
+        self,
+        list_function: Callable[..., Any],
+        seen: Callable[[Any], None],
+        deleted: Callable[[Any], None],
+        timeout_s: int,
+        between: Callable[[], None],
+    ) -> None:
+        """List, then watch from the listing's version; list again when it expired; never give up."""
         from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
 
+        namespace, selector = self.config.namespace, manifest.SELECTOR
         resource_version: str | None = None
         while not self._stopping.is_set():
             try:
                 if resource_version is None:
-                    listing = self.batch.list_namespaced_job(
-                        self.config.namespace, label_selector=manifest.SELECTOR, _request_timeout=30
-                    )
-                    for job in listing.items:
-                        self._seen(job)
+                    listing = list_function(namespace, label_selector=selector, _request_timeout=30)
+                    for item in listing.items:
+                        seen(item)
                     resource_version = listing.metadata.resource_version
                 self._api_down_since = None
                 stream = watch.Watch().stream(
-                    self.batch.list_namespaced_job,
-                    self.config.namespace,
-                    label_selector=manifest.SELECTOR,
+                    list_function,
+                    namespace,
+                    label_selector=selector,
                     resource_version=resource_version,
-                    timeout_seconds=WATCH_TIMEOUT_S,
-                    _request_timeout=WATCH_TIMEOUT_S + 10,
+                    timeout_seconds=timeout_s,
+                    _request_timeout=timeout_s + 10,
                 )
                 for event in stream:
                     if self._stopping.is_set():
                         return
-                    job = event["object"]
+                    item = event["object"]
                     if event["type"] == "ERROR":  # expired: list again
                         resource_version = None
                         break
-                    resource_version = job.metadata.resource_version
+                    resource_version = item.metadata.resource_version
                     if event["type"] == "DELETED":
-                        self._deleted(job)
+                        deleted(item)
                     else:
-                        self._seen(job)
+                        seen(item)
+                    between()
+                between()
             except ApiException as error:
                 if error.status == 410:  # the resource version is too old: list again
                     resource_version = None
@@ -276,6 +312,74 @@ class KubernetesBackend(Backend):
         self.staging.close_job(tracked.spec.job_id)
         _append(tracked.spec, [], tracked.outcome.message, "ERROR")
         self._listener()
+
+    def _pod_seen(self, pod: Any) -> None:
+        job_id = (pod.metadata.annotations or {}).get(manifest.JOB_ID_ANNOTATION, "")
+        with self._lock:
+            tracked = self._jobs.get(job_id)
+            if tracked is None or tracked.outcome or tracked.concluding:
+                self._pod_problems.pop(job_id, None)
+                return
+        problem = self._problem_of(pod, tracked)
+        with self._lock:
+            if problem is None:
+                self._pod_problems.pop(job_id, None)
+            elif job_id not in self._pod_problems or self._pod_problems[job_id].message != problem.message:
+                earlier = self._pod_problems.get(job_id)
+                if earlier is not None:
+                    problem.since = earlier.since
+                self._pod_problems[job_id] = problem
+
+    def _pod_gone(self, pod: Any) -> None:
+        with self._lock:
+            self._pod_problems.pop((pod.metadata.annotations or {}).get(manifest.JOB_ID_ANNOTATION, ""), None)
+
+    def _problem_of(self, pod: Any, tracked: _Tracked) -> _PodProblem | None:
+        """What keeps the pod from running, with how long it may last; None when nothing does."""
+        if pod.status is None or pod.spec is None:
+            return None
+        now = time.monotonic()
+        containers = [*(pod.spec.init_containers or []), *pod.spec.containers]
+        images = {container.name: container.image for container in containers}
+        statuses = [*(pod.status.init_container_statuses or []), *(pod.status.container_statuses or [])]
+        for status in statuses:
+            waiting = status.state.waiting if status.state is not None else None
+            if waiting is None or waiting.reason not in NEVER_PULLABLE | PULLING:
+                continue
+            image = images.get(status.name, status.image)
+            message = f"container {status.name} cannot start: image {image!r}: {waiting.reason}" + (
+                f": {waiting.message}" if waiting.message else ""
+            )
+            bound = 0.0 if waiting.reason in NEVER_PULLABLE else self.config.image_pull_timeout_s
+            return _PodProblem(now, message, bound)
+        for condition in pod.status.conditions or []:
+            if condition.type == "PodScheduled" and condition.status == "False" and condition.reason == "Unschedulable":
+                message = f"pod {pod.metadata.name} cannot be scheduled: {condition.message or condition.reason}"
+                return _PodProblem(now, message, self.config.unschedulable_timeout_s)
+        return None
+
+    def _sweep(self) -> None:
+        """Fail the jobs whose pods have been stuck longer than their bound."""
+        now = time.monotonic()
+        with self._lock:
+            due = [(job_id, p) for job_id, p in self._pod_problems.items() if now - p.since >= p.bound_s]
+            stuck = []
+            for job_id, problem in due:
+                del self._pod_problems[job_id]
+                tracked = self._jobs.get(job_id)
+                if tracked is None or tracked.outcome or tracked.concluding:
+                    continue
+                waited = f" for {problem.bound_s:g} s" if problem.bound_s else ""
+                message = f"Kubernetes Job {tracked.name}: {problem.message}{waited}; the Job is deleted"
+                tracked.outcome = _failed(message)
+                stuck.append(tracked)
+        for tracked in stuck:
+            self.staging.close_job(tracked.spec.job_id)
+            self._delete(tracked.name)
+            assert tracked.outcome is not None
+            _append(tracked.spec, [], f"job {tracked.outcome.state}: {tracked.outcome.message}", "ERROR")
+        if stuck:
+            self._listener()
 
     def _delete(self, name: str) -> None:
         from kubernetes.client.exceptions import ApiException

@@ -205,6 +205,9 @@ def build_job(spec: JobSpec, config: KubernetesSettings, api_url: str, token: st
             "backoffLimit": 0,
             "activeDeadlineSeconds": service.timeout + config.time_margin_s,
             "ttlSecondsAfterFinished": config.ttl_s,
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {JOB_ID_ANNOTATION: spec.job_id}},
+                "spec": pod_spec,
+            },
         },
     }
