@@ -3,6 +3,7 @@ job is one batch/v1 Job whose pod stages through the platform's API, with busybo
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,3 +144,45 @@ def test_an_image_that_cannot_be_pulled_fails_the_job_naming_it(
     assert (
         not _batch(kubernetes).list_namespaced_job("default", label_selector=f"{manifest.SERVICE_LABEL}=missing").items
     )
+
+
+def test_a_restarted_platform_adopts_the_jobs_it_left_in_kubernetes(
+    kubernetes: Kubernetes, make_platform: PlatformFactory, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "adopt"
+    # The pod stages through the API's URL: the platform must come back on the same port.
+    api = {"port": _free_port()}
+    first = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes", data_dir=data_dir, api=api)
+    # The script outlives the first platform and ends once the second one is up.
+    script = 'sleep 10; cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"; echo copied'
+    first.catalog.apply([service("keep", script, ["k8skeep/in"], ["k8skeep/out"], image=BUSYBOX)])
+    put_text(first, "k8skeep/in/a.txt", "kept")
+    _wait_until_running(kubernetes, "keep")
+    first.stop()
+
+    second = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes", data_dir=data_dir, api=api)
+    [job] = wait_for_jobs(second, "keep", 1, timeout_s=60)
+
+    log = second.jobs.read_log("keep", job.job_id) or ""
+    assert second.adopted == 1
+    assert job.state == JobState.SUCCEEDED and job.attempt == 1, log
+    assert read_text(second, "k8skeep/out/a.txt", tmp_path) == "kept"
+    assert "copied" in log, log
+
+
+def _wait_until_running(cluster: Kubernetes, service_name: str, timeout_s: float = 60.0) -> None:
+    core = client.CoreV1Api(config.new_client_from_config(str(cluster.kubeconfig)))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pods = core.list_namespaced_pod("default", label_selector=f"{manifest.SERVICE_LABEL}={service_name}").items
+        if any(pod.status.phase == "Running" for pod in pods):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no pod of {service_name} ran within {timeout_s} s")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
