@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from kubernetes import client, config
 
@@ -186,3 +187,64 @@ def _free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def test_a_job_deleted_outside_conveyor_fails_and_says_so(
+    kubernetes: Kubernetes, make_platform: PlatformFactory
+) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes")
+    sleeper = service("gone", "sleep 300", ["k8sgone/in"], ["k8sgone/out"], image=BUSYBOX, retries=0)
+    platform.catalog.apply([sleeper])
+    put_text(platform, "k8sgone/in/f.txt", "x")
+    _wait_until_running(kubernetes, "gone")
+    batch = _batch(kubernetes)
+    [name] = [
+        j.metadata.name
+        for j in batch.list_namespaced_job("default", label_selector=f"{manifest.SERVICE_LABEL}=gone").items
+    ]
+
+    batch.delete_namespaced_job(name, "default", propagation_policy="Background")
+
+    [job] = wait_for_jobs(platform, "gone", 1, timeout_s=30)
+    assert job.state in (JobState.FAILED, JobState.DEAD), job
+    assert "deleted outside Conveyor" in job.message, job.message
+
+
+def test_a_pod_nobody_can_schedule_fails_its_job_after_the_bound(
+    kubernetes: Kubernetes, make_platform: PlatformFactory
+) -> None:
+    settings = kubernetes.settings(unschedulable_timeout_s=2)
+    platform = make_platform(kubernetes=settings, backend="kubernetes")
+    huge = service("huge", "echo never", ["k8shuge/in"], ["k8shuge/out"], image=BUSYBOX, memory="4000Gi", retries=0)
+    platform.catalog.apply([huge])
+    put_text(platform, "k8shuge/in/g.txt", "x")
+
+    [job] = wait_for_jobs(platform, "huge", 1, timeout_s=30)
+
+    assert job.state in (JobState.FAILED, JobState.DEAD), job
+    assert "cannot be scheduled" in job.message and "Insufficient memory" in job.message, job.message
+    assert not _batch(kubernetes).list_namespaced_job("default", label_selector=f"{manifest.SERVICE_LABEL}=huge").items
+
+
+def test_the_staging_routes_want_the_jobs_own_token(kubernetes: Kubernetes, make_platform: PlatformFactory) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes")
+    sleeper = service("guarded", "sleep 300", ["k8sguard/in"], ["k8sguard/out"], image=BUSYBOX)
+    platform.catalog.apply([sleeper])
+    put_text(platform, "k8sguard/in/h.txt", "secret input")
+    _wait_until_running(kubernetes, "guarded")
+    [record] = [r for _, r in platform.ledger.list_jobs("guarded", limit=10)]
+    base = f"{platform.api_url}/conveyor/v1/jobs/{record.job_id}"
+    admin = (platform.credentials.admin_user, platform.credentials.admin_password)
+
+    assert httpx.get(f"{base}/input").status_code == 404
+    assert httpx.get(f"{base}/input", auth=admin).status_code == 404, "the admin's password is no job token"
+    assert httpx.get(f"{base}/input", headers={"Authorization": "Bearer nope"}).status_code == 404
+    assert httpx.post(f"{base}/outputs/x.txt", content=b"x", headers={"Authorization": "Bearer no"}).status_code == 404
+    [kube_job] = (
+        _batch(kubernetes).list_namespaced_job("default", label_selector=f"{manifest.SERVICE_LABEL}=guarded").items
+    )
+    [token] = [e.value for e in kube_job.spec.template.spec.init_containers[0].env if e.name == "CONVEYOR_TOKEN"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{base}/input", headers=bearer).content == b"secret input"
+    assert httpx.post(f"{base}/outputs/..%2Fescape", content=b"x", headers=bearer).status_code == 400
+    platform.jobs.cancel("guarded", [record.job_id])
