@@ -40,10 +40,11 @@ def test_a_file_runs_as_a_kubernetes_job_and_its_output_is_stored(
         'tr a-z A-Z < "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH")"\n'
         'mkdir -p "$TMP_OUTPUT_DIR/deep dir"\n'
         'echo "$STORAGE_OBJECT_KEY $JOB_UUID" > "$TMP_OUTPUT_DIR/deep dir/k.txt"\n'
-        'echo "ran on $(hostname) as $OSCAR_SERVICE_NAME"',
+        'echo "ran on $(hostname) as $OSCAR_SERVICE_NAME with $GREETING and $API_KEY"',
         ["k8s/in"],
         ["k8s/out"],
         image=BUSYBOX,
+        environment={"variables": {"GREETING": "hi"}, "secrets": {"API_KEY": "k-123"}},
     )
     platform.catalog.apply([upper])
     put_text(platform, "k8s/in/a.txt", "hello kubernetes")
@@ -55,7 +56,7 @@ def test_a_file_runs_as_a_kubernetes_job_and_its_output_is_stored(
     assert job.exit_code == 0
     assert read_text(platform, "k8s/out/a.txt", tmp_path) == "HELLO KUBERNETES"
     assert read_text(platform, "k8s/out/deep dir/k.txt", tmp_path).strip() == f"in/a.txt {job.job_id}"
-    assert "ran on " in log and "as upper" in log, log
+    assert "ran on " in log and "as upper with hi and k-123" in log, log
     assert {f"{o.ref}" for o in job.outputs} == {"k8s/out/a.txt", "k8s/out/deep dir/k.txt"}
 
 

@@ -184,3 +184,27 @@ def test_an_output_is_stored_as_stage_out_stores_it(tmp_path: Path, staging: tup
         with pytest.raises(UnsafeKeyError):
             desk.store_output(spec.job_id, token, hostile, io.BytesIO(b"x"))
     assert [str(info.ref) for info in desk.close_job(spec.job_id)] == ["bucket/out/deep dir/r.txt"]
+
+
+def test_secrets_travel_in_a_secret_by_reference(tmp_path: Path) -> None:
+    fields = {"environment": {"variables": {"A": "1"}, "secrets": {"API_KEY": "s3cr3t", "weird name": "x"}}}
+    spec = _spec(tmp_path, **fields)
+    job = manifest.build_job(spec, KubernetesSettings(), "http://api", "tok", "cat.jpg")
+    env = {item["name"]: item for item in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["API_KEY"] == {
+        "name": "API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": job["metadata"]["name"], "key": "s0"}},
+    }
+    assert "s3cr3t" not in str(job), "no secret value in the Job"
+    assert env["A"]["value"] == "1"
+    secret = manifest.build_secret(spec, KubernetesSettings())
+    assert secret is not None and secret["stringData"] == {"s0": "s3cr3t", "s1": "x"}
+    assert secret["metadata"]["name"] == job["metadata"]["name"]
+    assert manifest.build_secret(_spec(tmp_path), KubernetesSettings()) is None
+
+
+def test_the_contract_wins_over_user_values_once(tmp_path: Path) -> None:
+    env = _job(tmp_path)["spec"]["template"]["spec"]["containers"][0]["env"]
+    names = [item["name"] for item in env]
+    assert len(names) == len(set(names)), "each name once: Kubernetes would take the last"
+    assert {item["name"]: item.get("value") for item in env}[contract.INPUT_FILE_PATH] == "/conveyor/input/cat.jpg"

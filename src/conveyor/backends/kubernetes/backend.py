@@ -127,27 +127,68 @@ class KubernetesBackend(Backend):
         return mine < self.config.max_pending_per_service
 
     def submit(self, job: JobSpec) -> JobHandle:
-        from kubernetes.client.exceptions import ApiException
-
         token = self.staging.open_job(job)
         body = manifest.build_job(job, self.config, self.api_url, token, self.staging.input_name(job))
         tracked = _Tracked(spec=job, name=body["metadata"]["name"])
         with self._lock:
             self._jobs[job.job_id] = tracked  # before the Job exists: the watch may see its end at once
         try:
-            self.batch.create_namespaced_job(self.config.namespace, body, _request_timeout=30)
-        except ApiException as error:
-            if error.status != 409:  # 409: it exists (an earlier submit that did not hear back)
-                with self._lock:
-                    self._jobs.pop(job.job_id, None)
-                self.staging.close_job(job.job_id)
-                raise SubmitError(f"Kubernetes refused Job {tracked.name}: {_reason(error)}") from error
-        except Exception as error:
+            self._create(job, body)
+        except Exception:
             with self._lock:
                 self._jobs.pop(job.job_id, None)
             self.staging.close_job(job.job_id)
-            raise SubmitError(f"creating Job {tracked.name} failed: {error}") from error
+            raise
         return JobHandle(job_id=job.job_id, backend=self.name, native_id=tracked.name)
+
+    def _create(self, job: JobSpec, body: dict[str, Any]) -> None:
+        """The Secret (when the service has secrets), then the Job, which then owns the Secret."""
+        from kubernetes.client.exceptions import ApiException
+
+        name, namespace = body["metadata"]["name"], self.config.namespace
+        secret = manifest.build_secret(job, self.config)
+        try:
+            if secret is not None:
+                try:
+                    self.core.create_namespaced_secret(namespace, secret, _request_timeout=30)
+                except ApiException as error:
+                    if error.status != 409:
+                        raise
+            try:
+                created = self.batch.create_namespaced_job(namespace, body, _request_timeout=30)
+            except ApiException as error:
+                if error.status != 409:  # 409: it exists (an earlier submit that did not hear back)
+                    raise
+                created = self.batch.read_namespaced_job(name, namespace, _request_timeout=30)
+        except ApiException as error:
+            if secret is not None:
+                self._delete_secret(name)
+            raise SubmitError(f"Kubernetes refused Job {name}: {_reason(error)}") from error
+        except Exception as error:
+            raise SubmitError(f"creating Job {name} failed: {error}") from error
+        if secret is not None:  # garbage-collected with its Job
+            owner = {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "name": name,
+                "uid": created.metadata.uid,
+                "blockOwnerDeletion": False,
+            }
+            try:
+                self.core.patch_namespaced_secret(
+                    name, namespace, {"metadata": {"ownerReferences": [owner]}}, _request_timeout=30
+                )
+            except ApiException as error:
+                log.warning("Secret %s stays until the job ends: %s", name, _reason(error))
+
+    def _delete_secret(self, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.core.delete_namespaced_secret(name, self.config.namespace, _request_timeout=30)
+        except ApiException as error:
+            if error.status != 404:
+                log.warning("deleting Secret %s failed: %s", name, _reason(error))
 
     def adopt(self, job: JobSpec) -> JobHandle | None:
         """A Job an earlier platform created: found again by its name."""
@@ -297,6 +338,8 @@ class KubernetesBackend(Backend):
         except Exception as error:  # an outcome all the same: the job must not hang
             log.exception("concluding Kubernetes Job %s failed", tracked.name)
             outcome = _failed(f"Kubernetes Job {tracked.name} ended ({ended[0]}) but reading it failed: {error}")
+        if manifest.secret_name(tracked.spec) is not None:
+            self._delete_secret(tracked.name)  # its Job owns it too; this is for when that link failed
         with self._lock:
             tracked.outcome = outcome
         self._listener()

@@ -96,10 +96,49 @@ def input_file(spec: JobSpec, input_name: str) -> str:
     return f"{INPUT_DIR}/{input_name}"
 
 
-def script_environment(spec: JobSpec, input_name: str) -> dict[str, str]:
+def secret_name(spec: JobSpec) -> str | None:
+    """The Secret that holds the service's secrets for this job (named as its Job); None without secrets."""
+    return job_name(spec) if spec.service.environment.secrets else None
+
+
+def build_secret(spec: JobSpec, config: KubernetesSettings) -> dict[str, Any] | None:
+    """The service's secrets as a Secret (keys s0, s1...: env names need not be valid Secret keys)."""
+    name = secret_name(spec)
+    if name is None:
+        return None
+    values = {f"s{index}": value for index, value in enumerate(spec.service.environment.secrets.values())}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": config.namespace,
+            "labels": {MANAGED_BY: MANAGER, JOB_LABEL: label_value(spec.job_id)},
+            "annotations": {JOB_ID_ANNOTATION: spec.job_id},
+        },
+        "type": "Opaque",
+        "stringData": values,
+    }
+
+
+def _env_entries(spec: JobSpec, input_name: str) -> list[dict[str, Any]]:
+    """The script's environment; the secrets by reference to the job's Secret, never as values."""
+    entries: dict[str, dict[str, Any]] = {}
+    for name, value in spec.service.environment.variables.items():
+        entries[name] = {"name": name, "value": value}
+    secret = secret_name(spec)
+    for index, name in enumerate(spec.service.environment.secrets):
+        entries[name] = {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": f"s{index}"}}}
+    for name, value in script_environment(spec, input_name, with_user_values=False).items():
+        entries[name] = {"name": name, "value": value}
+    return list(entries.values())
+
+
+def script_environment(spec: JobSpec, input_name: str, *, with_user_values: bool = True) -> dict[str, str]:
     """What the local supervisor sets (supervisor/run.py), with the pod's paths; user values first."""
-    env = dict(spec.service.environment.variables)
-    env.update(spec.service.environment.secrets)
+    env = dict(spec.service.environment.variables) if with_user_values else {}
+    if with_user_values:
+        env.update(spec.service.environment.secrets)
     if spec.event is not None:
         env[contract.STORAGE_OBJECT_KEY] = spec.event.ref.key
         env[contract.EVENT] = json.dumps(spec.event.to_s3_record())
@@ -149,7 +188,7 @@ def build_job(spec: JobSpec, config: KubernetesSettings, api_url: str, token: st
             "name": SCRIPT_CONTAINER,
             "image": service.image,
             "command": ["/bin/sh", "-c", RUN_SCRIPT],
-            "env": [{"name": name, "value": value} for name, value in script_environment(spec, input_name).items()],
+            "env": _env_entries(spec, input_name),
             "resources": resources(spec),
             "volumeMounts": work_mount,
             **pull,
