@@ -106,6 +106,8 @@ def test_cancel_deletes_the_kubernetes_job(kubernetes: Kubernetes, make_platform
     assert answers, answers
     final = wait_for_state(platform, record.job_id, {"cancelled"}, timeout_s=30)
     assert final.state == JobState.CANCELLED
+    log = platform.jobs.read_log("sleeper", record.job_id) or ""
+    assert "cancelled on request" in log, log
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         left = batch.list_namespaced_job("default", label_selector=f"{manifest.SERVICE_LABEL}=sleeper").items
@@ -125,6 +127,8 @@ def test_a_job_past_its_deadline_times_out(kubernetes: Kubernetes, make_platform
 
     assert job.state == JobState.TIMED_OUT, (job, platform.jobs.read_log("slow", job.job_id))
     assert "passed its deadline (3 s" in job.message
+    log = platform.jobs.read_log("slow", job.job_id) or ""
+    assert "begun" in log, log
 
 
 def test_an_image_that_cannot_be_pulled_fails_the_job_naming_it(

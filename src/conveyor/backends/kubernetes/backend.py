@@ -236,8 +236,9 @@ class KubernetesBackend(Backend):
                 names.append(tracked)
         for tracked in names:
             self.staging.close_job(tracked.spec.job_id)
+            parts = self._script_log_so_far(tracked.name)
             self._delete(tracked.name)
-            _append(tracked.spec, [], f"cancelled on request: Job {tracked.name} deleted", "WARNING")
+            _append(tracked.spec, parts, f"cancelled on request: Job {tracked.name} deleted", "WARNING")
         self._listener()
         return answers
 
@@ -492,6 +493,16 @@ class KubernetesBackend(Backend):
         )
         return outcome
 
+    def _script_log_so_far(self, name: str) -> list[bytes]:
+        """What the script printed until now (best effort: the pod may not have started)."""
+        try:
+            pod = self._pod_of(name)
+            if pod is None or manifest.SCRIPT_CONTAINER not in _container_states(pod):
+                return []
+            return [self._log_of(pod, manifest.SCRIPT_CONTAINER)]
+        except Exception as error:
+            return [f"(the script's log could not be read: {error})\n".encode()]
+
     def _pod_of(self, name: str) -> Any | None:
         pods = self.core.list_namespaced_pod(
             self.config.namespace, label_selector=f"job-name={name}", _request_timeout=30
@@ -539,20 +550,28 @@ def _container_states(pod: Any | None) -> dict[str, _ContainerState]:
             found[status.name] = _ContainerState(term.exit_code, term.reason, term.message)
         elif state is not None and state.waiting is not None:
             found[status.name] = _ContainerState(None, state.waiting.reason, state.waiting.message, waiting=True)
+        elif state is not None and state.running is not None:  # being stopped (a deadline, a delete): it has a log
+            found[status.name] = _ContainerState(None, "Running", None)
     return found
+
+
+_ENDED = {"SuccessCriteriaMet": "Complete", "Complete": "Complete", "FailureTarget": "Failed", "Failed": "Failed"}
+"""Job conditions that settle its end. The Job controller sets FailureTarget (SuccessCriteriaMet) first and
+Failed (Complete) only once the pods are gone: e.g. after a deadline, the pods' grace period later, with
+their logs."""
 
 
 def _ended(job: Any) -> tuple[str, str, str] | None:
     """(Complete or Failed, reason, message) of a Job that ended; None while it runs."""
-    for condition in job.status.conditions or [] if job.status else []:
-        if condition.type in ("Complete", "Failed") and condition.status == "True":
-            return condition.type, condition.reason or "", condition.message or ""
+    for condition in (job.status.conditions or []) if job.status else []:
+        if condition.type in _ENDED and condition.status == "True":
+            return _ENDED[condition.type], condition.reason or "", condition.message or ""
     return None
 
 
 def _condition_time(job: Any) -> datetime | None:
     for condition in job.status.conditions or []:
-        if condition.type in ("Complete", "Failed") and condition.status == "True":
+        if condition.type in _ENDED and condition.status == "True":
             return condition.last_transition_time
     return None
 
