@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 from conveyor.backends.base import Backend, BackendContext
 from conveyor.backends.kubernetes import manifest
@@ -61,8 +62,13 @@ class KubernetesBackend(Backend):
 
     def __init__(self, config: KubernetesSettings, staging: RemoteStaging, api_url: str) -> None:
         super().__init__()
-        from kubernetes import client
-        from kubernetes import config as kube_config
+        try:
+            from kubernetes import client
+            from kubernetes import config as kube_config
+        except ImportError as error:
+            raise BackendUnavailable(
+                "the Kubernetes backend needs the `kubernetes` client: pip install kubernetes==35.0.0"
+            ) from error
 
         self.config = config
         self.staging = staging
@@ -114,6 +120,15 @@ class KubernetesBackend(Backend):
             f"kubernetes: {self._version} at {self._client.configuration.host}, namespace {self.config.namespace}; "
             f"pods stage through {self.api_url}; at most {self.config.max_pending_per_service} Jobs per service"
         )
+
+    def notices(self) -> list[str]:
+        host = urlsplit(self.api_url).hostname or ""
+        if not self.config.host_network and (host in ("localhost", "::1") or host.startswith("127.")):
+            return [
+                f"kubernetes: pods stage through {self.api_url}, a loopback address they cannot reach: set "
+                "[api] public_url or [kubernetes] api_url to an address the pods reach (or host_network = true)"
+            ]
+        return []
 
     def problem(self) -> str | None:
         down_since = self._api_down_since
