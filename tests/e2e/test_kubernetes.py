@@ -13,8 +13,11 @@ import pytest
 from kubernetes import client, config
 
 from conveyor.backends.kubernetes import manifest
+from conveyor.backends.kubernetes.check import check_cluster
 from conveyor.model.job import JobState
+from conveyor.settings import KubernetesSettings
 from tests.conftest import PlatformFactory
+from tests.support.cli import Cli, cli_environment
 from tests.support.kubernetes import BUSYBOX, Kubernetes, run_kubernetes
 from tests.support.platform import keys_under, put_text, read_text, service, wait_for_jobs, wait_for_state
 
@@ -253,3 +256,37 @@ def test_the_staging_routes_want_the_jobs_own_token(kubernetes: Kubernetes, make
     assert httpx.get(f"{base}/input", headers=bearer).content == b"secret input"
     assert httpx.post(f"{base}/outputs/..%2Fescape", content=b"x", headers=bearer).status_code == 400
     platform.jobs.cancel("guarded", [record.job_id])
+
+
+def test_kubernetes_check_reports_each_finding(kubernetes: Kubernetes, make_platform: PlatformFactory) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes")
+    good = KubernetesSettings.model_validate(kubernetes.settings())
+
+    report = check_cluster(good, platform.api_url, timeout_s=60)
+
+    assert report.ok, report
+    assert [f.what for f in report.findings] == ["API", "namespace", "RBAC", "probe"]
+    assert "Kubernetes v1.34" in report.findings[0].detail
+    assert f"reached {platform.api_url}" in report.findings[3].detail
+
+    missing = check_cluster(good.model_copy(update={"namespace": "nowhere"}), platform.api_url, timeout_s=10)
+    assert not missing.ok and "nowhere does not exist" in missing.findings[-1].detail, missing
+
+
+def test_the_kubernetes_check_command(kubernetes: Kubernetes, make_platform: PlatformFactory, tmp_path: Path) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes")
+    env = cli_environment(
+        tmp_path,
+        CONVEYOR_KUBERNETES__KUBECONFIG=str(kubernetes.kubeconfig),
+        CONVEYOR_KUBERNETES__HOST_NETWORK="true",
+        CONVEYOR_KUBERNETES__IMAGE_PULL_POLICY="Never",
+        CONVEYOR_KUBERNETES__API_URL=platform.api_url,
+    )
+
+    done = Cli(env, tmp_path)("kubernetes", "check", "--timeout", "60")
+
+    lines = done.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["ok API", "ok namespace", "ok RBAC", "ok probe"], done.stdout
+    refused = Cli(env | {"CONVEYOR_KUBERNETES__NAMESPACE": "nowhere"}, tmp_path)("kubernetes", "check", check=False)
+    assert refused.returncode == 1
+    assert "problem namespace: nowhere does not exist" in refused.stdout, refused.stdout
