@@ -290,3 +290,22 @@ def test_the_kubernetes_check_command(kubernetes: Kubernetes, make_platform: Pla
     refused = Cli(env | {"CONVEYOR_KUBERNETES__NAMESPACE": "nowhere"}, tmp_path)("kubernetes", "check", check=False)
     assert refused.returncode == 1
     assert "problem namespace: nowhere does not exist" in refused.stdout, refused.stdout
+
+
+def test_jobs_survive_an_api_server_restart(
+    kubernetes: Kubernetes, make_platform: PlatformFactory, tmp_path: Path
+) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes")
+    script = 'sleep 6; cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"; echo copied'
+    platform.catalog.apply([service("steady", script, ["k8ssteady/in"], ["k8ssteady/out"], image=BUSYBOX)])
+    put_text(platform, "k8ssteady/in/a.txt", "steady")
+    _wait_until_running(kubernetes, "steady")
+
+    kubernetes.restart_apiserver(down_s=3)
+
+    [job] = wait_for_jobs(platform, "steady", 1, timeout_s=90)
+    log = platform.jobs.read_log("steady", job.job_id) or ""
+    assert job.state == JobState.SUCCEEDED and job.attempt == 1, log
+    assert read_text(platform, "k8ssteady/out/a.txt", tmp_path) == "steady"
+    assert "copied" in log, log
+    assert platform.backends["kubernetes"].problem() is None

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,41 @@ class Kubernetes:
             "stager_image": BUSYBOX,
             **overrides,
         }
+
+    def restart_apiserver(self, down_s: float = 0.0) -> None:
+        """SIGKILL kube-apiserver, wait `down_s`, start it again with the same command line; wait until ready."""
+        pid_file = self.directory / "run" / "kube-apiserver.pid"
+        pid = int(pid_file.read_text())
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(down_s)
+        with (self.directory / "log" / "kube-apiserver.log").open("ab") as log:
+            started = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        pid_file.write_text(f"{started.pid}\n")
+        from kubernetes import client, config
+
+        version = client.VersionApi(config.new_client_from_config(str(self.kubeconfig)))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                version.get_code(_request_timeout=2)
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise KubernetesError("kube-apiserver did not come back within 60 s") from None
+                time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    """Running: not gone and not a zombie (a killed daemon stays one until the session's reaper takes it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def build_binaries() -> None:
