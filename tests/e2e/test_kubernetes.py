@@ -4,6 +4,7 @@ job is one batch/v1 Job whose pod stages through the platform's API, with busybo
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -309,3 +310,34 @@ def test_jobs_survive_an_api_server_restart(
     assert read_text(platform, "k8ssteady/out/a.txt", tmp_path) == "steady"
     assert "copied" in log, log
     assert platform.backends["kubernetes"].problem() is None
+
+
+def test_a_burst_waits_in_the_ledger_under_the_admission_limit(
+    kubernetes: Kubernetes, make_platform: PlatformFactory
+) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(max_pending_per_service=4), backend="kubernetes")
+    copy = 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"'
+    platform.catalog.apply([service("burst", copy, ["k8sburst/in"], ["k8sburst/out"], image=BUSYBOX)])
+    batch = _batch(kubernetes)
+    peak, stop = [0], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            jobs = batch.list_namespaced_job("default", label_selector=f"{manifest.SERVICE_LABEL}=burst").items
+            peak[0] = max(peak[0], sum(1 for job in jobs if not (job.status.conditions or [])))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.monotonic()
+    for index in range(20):
+        put_text(platform, f"k8sburst/in/{index:02}.txt", f"file {index}")
+    jobs = wait_for_jobs(platform, "burst", 20, timeout_s=240)
+    elapsed = time.monotonic() - started
+    stop.set()
+    sampler.join()
+
+    assert [job.state for job in jobs] == [JobState.SUCCEEDED] * 20
+    assert len(keys_under(platform, "k8sburst/out")) == 20
+    assert 1 <= peak[0] <= 4, f"at most 4 Jobs of the service in the cluster at once, saw {peak[0]}"
+    print(f"20 jobs, 4 at a time: {elapsed:.1f} s")
