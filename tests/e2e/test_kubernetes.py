@@ -3,6 +3,7 @@ job is one batch/v1 Job whose pod stages through the platform's API, with busybo
 
 from __future__ import annotations
 
+import base64
 import socket
 import threading
 import time
@@ -341,3 +342,20 @@ def test_a_burst_waits_in_the_ledger_under_the_admission_limit(
     assert len(keys_under(platform, "k8sburst/out")) == 20
     assert 1 <= peak[0] <= 4, f"at most 4 Jobs of the service in the cluster at once, saw {peak[0]}"
     print(f"20 jobs, 4 at a time: {elapsed:.1f} s")
+
+
+def test_http_invocations_run_on_kubernetes(kubernetes: Kubernetes, make_platform: PlatformFactory) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes")
+    script = 'tr a-z A-Z < "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/out.txt"; echo "event: $EVENT"'
+    platform.catalog.apply([service("shout", script, [], [], image=BUSYBOX)])
+    auth = (platform.credentials.admin_user, platform.credentials.admin_password)
+
+    answer = httpx.post(f"{platform.api_url}/run/shout", content=b"aGkgdGhlcmU=", auth=auth, timeout=90)
+
+    assert answer.status_code == 200, answer.text
+    assert base64.b64decode(answer.text) == b"HI THERE", "the one output file, base64, as OSCAR answers"
+    accepted = httpx.post(f"{platform.api_url}/job/shout", content=b"aGk=", auth=auth)
+    assert accepted.status_code == 201
+    record = wait_for_state(platform, accepted.headers["x-conveyor-job-id"], {"succeeded", "failed", "dead"}, 90)
+    log = platform.jobs.read_log("shout", record.job_id) or ""
+    assert record.state == JobState.SUCCEEDED and "event: aGk=" in log, log

@@ -27,7 +27,7 @@ from conveyor.model.event import ObjectInfo
 from conveyor.model.job import JobSpec
 from conveyor.storage.registry import ProviderRegistry
 from conveyor.supervisor import contract
-from conveyor.supervisor.stage import decode_request_body, safe_input_name, stage_in_object, stage_out
+from conveyor.supervisor.stage import decode_request_body, safe_input_name, stage_in_object, stage_out, sync_response
 
 _CHUNK = 1 << 20
 
@@ -40,6 +40,8 @@ class RemoteStaging:
         self._key = hashlib.sha256(b"conveyor remote staging\x00" + secret.encode()).digest()
         self._jobs: dict[str, JobSpec] = {}
         self._outputs: dict[str, list[ObjectInfo]] = {}
+        self._kept: dict[str, Path] = {}
+        """Synchronous jobs (`/run`): every file their pod sent, for the response."""
         self._lock = threading.Lock()
 
     def token_for(self, spec: JobSpec) -> str:
@@ -57,7 +59,17 @@ class RemoteStaging:
         """No more staging for the job; returns the outputs its pod stored."""
         with self._lock:
             self._jobs.pop(job_id, None)
-            return self._outputs.pop(job_id, [])
+            kept = self._kept.pop(job_id, None)
+            outputs = self._outputs.pop(job_id, [])
+        if kept is not None:
+            shutil.rmtree(kept, ignore_errors=True)
+        return outputs
+
+    def response(self, job_id: str, script_output: bytes) -> bytes:
+        """What `/run` answers for a synchronous job, from the files its pod sent (call before close_job)."""
+        with self._lock:
+            kept = self._kept.get(job_id)
+        return sync_response(kept, script_output) if kept is not None else script_output
 
     def outputs(self, job_id: str) -> list[ObjectInfo]:
         with self._lock:
@@ -109,9 +121,18 @@ class RemoteStaging:
                 shutil.copyfileobj(body, out, _CHUNK)
             producer = {contract.PRODUCER_JOB_METADATA: spec.job_id, contract.PRODUCER_DEPTH_METADATA: str(spec.depth)}
             stored = stage_out(scratch, spec.service.output, self.storage.lookup_for(spec.service), producer)
+            if spec.sync:
+                self._keep(job_id, scratch)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         with self._lock:
             if job_id in self._outputs:
                 self._outputs[job_id].extend(stored)
         return stored
+
+    def _keep(self, job_id: str, scratch: Path) -> None:
+        with self._lock:
+            kept = self._kept.get(job_id)
+            if kept is None:
+                kept = self._kept[job_id] = Path(tempfile.mkdtemp(prefix="conveyor-remote-sync-"))
+        shutil.copytree(scratch, kept, dirs_exist_ok=True)

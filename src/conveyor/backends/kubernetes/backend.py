@@ -460,19 +460,25 @@ class KubernetesBackend(Backend):
         statuses = _container_states(pod)
         script = statuses.get(manifest.SCRIPT_CONTAINER)
         exit_code = script.exit_code if script is not None else None
-        parts = []
+        parts, script_output = [], b""
         for container in (manifest.STAGE_IN_CONTAINER, manifest.SCRIPT_CONTAINER, manifest.STAGE_OUT_CONTAINER):
             text = self._log_of(pod, container) if container in statuses else b""
             if container == manifest.SCRIPT_CONTAINER:
+                script_output = text
                 parts.append(text)
             elif text.strip() and (kind != "Complete" or container == manifest.STAGE_OUT_CONTAINER):
                 parts.append(b"--- " + container.encode() + b" ---\n" + text)
+        response = self.staging.response(tracked.spec.job_id, script_output) if tracked.spec.sync else None
         outputs = self.staging.close_job(tracked.spec.job_id)
         started, finished = job.status.start_time, job.status.completion_time or _condition_time(job)
         where = f"Kubernetes Job {tracked.name}"
         if kind == "Complete":
             outcome = JobOutcome(
-                state=JobState.SUCCEEDED, exit_code=0, message=f"{len(outputs)} output(s) stored", outputs=outputs
+                state=JobState.SUCCEEDED,
+                exit_code=0,
+                message=f"{len(outputs)} output(s) stored",
+                outputs=outputs,
+                response=response,
             )
         elif reason == "DeadlineExceeded":
             deadline = tracked.spec.service.timeout + self.config.time_margin_s
