@@ -85,6 +85,7 @@ def make_platform(tmp_path: Path) -> Iterator[PlatformFactory]:
         api: dict[str, Any] | None = None,
         dispatch: dict[str, Any] | None = None,
         slurm: dict[str, Any] | None = None,
+        kubernetes: dict[str, Any] | None = None,
         backend: str = "local",
         storage: dict[str, Any] | None = None,
         on_notice: Notice | None = None,
@@ -98,6 +99,7 @@ def make_platform(tmp_path: Path) -> Iterator[PlatformFactory]:
             dispatch={"retry_base_s": 0.2, "retry_max_s": 2.0, **(dispatch or {})},
             backend=backend,
             **({"slurm": {"enabled": True, **slurm}} if slurm is not None else {}),
+            **({"kubernetes": kubernetes} if kubernetes is not None else {}),
         )
         platform = Platform(settings, on_notice=on_notice)
         platform.start()

@@ -92,6 +92,32 @@ class SlurmSettings(BaseModel):
     forget_after_s: float = Field(30.0, gt=0, description="a job squeue no longer shows is declared lost after this")
 
 
+class KubernetesSettings(BaseModel):
+    """How jobs of services with `backend: kubernetes` become batch/v1 Jobs in a cluster."""
+
+    enabled: bool = Field(False, description="run jobs as Kubernetes Jobs (implied by backend = 'kubernetes')")
+    kubeconfig: Path | None = Field(None, description="kubeconfig file (default: in-cluster, then ~/.kube/config)")
+    context: str | None = Field(None, description="the kubeconfig's context (default: its current one)")
+    namespace: str = "default"
+    api_url: str | None = Field(None, description="the platform's API as pods reach it (default: its public URL)")
+    stager_image: str = Field("localhost/busybox:local", description="image with busybox sh + wget: stages files")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        None, description="for every container (default: Kubernetes' own)"
+    )
+    host_network: bool = Field(False, description="pods on the node's network (e.g. to reach a loopback API)")
+    service_account: str | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list, description="as in a pod spec")
+    image_pull_secrets: list[str] = Field(default_factory=list, description="names of Secrets in the namespace")
+    ttl_s: int = Field(300, ge=0, description="a finished Job is deleted by Kubernetes after this")
+    time_margin_s: int = Field(60, ge=0, description="activeDeadlineSeconds = the service's timeout + this")
+    max_pending_per_service: int = Field(100, ge=1, description="jobs of one service in the cluster at once")
+    image_pull_timeout_s: float = Field(
+        120.0, ge=0, description="a pod that cannot pull an image this long fails its job (at once: never pullable)"
+    )
+    unschedulable_timeout_s: float = Field(300.0, ge=0, description="a pod unschedulable this long fails its job")
+
+
 class DispatchSettings(BaseModel):
     retry_base_s: float = Field(2.0, gt=0, description="first retry waits about this long; doubles each attempt")
     retry_max_s: float = Field(300.0, gt=0, description="longest wait between attempts")
@@ -132,6 +158,7 @@ class Settings(BaseSettings):
     backend: BackendKind = Field("local", description="where jobs of services that name no backend run")
     local: LocalBackendSettings = Field(default_factory=LocalBackendSettings)
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     client: ClientSettings = Field(default_factory=ClientSettings)
     providers: dict[str, dict[str, dict[str, Any]]] = Field(
@@ -168,8 +195,12 @@ class Settings(BaseSettings):
 
     @property
     def enabled_backends(self) -> list[str]:
-        """The local backend always runs; Slurm when enabled, or when it is the default."""
-        return ["local", *(["slurm"] if self.slurm.enabled or self.backend == "slurm" else [])]
+        """The local backend always runs; Slurm and Kubernetes when enabled, or when the default."""
+        return [
+            "local",
+            *(["slurm"] if self.slurm.enabled or self.backend == "slurm" else []),
+            *(["kubernetes"] if self.kubernetes.enabled or self.backend == "kubernetes" else []),
+        ]
 
     @property
     def resolved_ledger_url(self) -> str:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from conveyor.settings import Settings
     from conveyor.storage.registry import ProviderRegistry
     from conveyor.storage.s3 import S3Credentials
+    from conveyor.supervisor.remote import RemoteStaging
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,10 @@ class BackendContext:
     """The platform's own store as jobs that run elsewhere (Slurm nodes) reach it."""
     notice: Notice = log_notice
     """Tells the operator what happens to the backend (its engine goes away, comes back)."""
+    staging: RemoteStaging | None = None
+    """The platform's API as a door for jobs' pods to stage files (backends whose pods have no store access)."""
+    api_url: str | None = None
+    """The platform's API URL (its public one when set)."""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from conveyor.model.service import Service
 BACKENDS: dict[str, str] = {
     "local": "conveyor.backends.local.backend:LocalBackend",
     "slurm": "conveyor.backends.slurm.backend:SlurmBackend",
+    "kubernetes": "conveyor.backends.kubernetes.backend:KubernetesBackend",
 }
 """Backend kind → its class, as `module:Class`."""
 

@@ -119,6 +119,7 @@ COMMAND_MODULES = (
     "run",
     "demo",
     "slurm",
+    "kubernetes",
     "config",
 )
 

@@ -15,6 +15,7 @@ from conveyor.control.jobs import JobsDesk
 from conveyor.control.status import StatusBoard
 from conveyor.events.intake import EventIntake
 from conveyor.events.reconciler import Reconciler
+from conveyor.supervisor.remote import RemoteStaging
 
 
 @dataclass(frozen=True)
@@ -27,3 +28,5 @@ class ControlPlane:
     intake: EventIntake
     """The one door into the ledger for the stores' notifications."""
     reconciler: Reconciler
+    staging: RemoteStaging | None = None
+    """What pods of jobs that run elsewhere may read and write (the Kubernetes backend)."""

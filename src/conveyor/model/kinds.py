@@ -18,7 +18,7 @@ INPUT_KINDS: tuple[str, ...] = ("minio", "s3")
 NOT_SUPPORTED_KINDS = {"rucio": "OSCAR's rucio provider is not supported by Conveyor"}
 """Kinds OSCAR knows and Conveyor does not: refused with a reason, not as a typo."""
 
-BackendKind = Literal["local", "slurm"]
+BackendKind = Literal["local", "slurm", "kubernetes"]
 BACKEND_KINDS: tuple[str, ...] = get_args(BackendKind)
 
 DEFAULT_PROVIDER = "minio.default"

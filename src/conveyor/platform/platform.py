@@ -53,6 +53,7 @@ from conveyor.storage.embedded import EmbeddedSeaweed, WebhookTarget, find_weed
 from conveyor.storage.registry import ProviderRegistry
 from conveyor.storage.s3 import S3Credentials
 from conveyor.storage.seaweedfs import FilerReadS3Provider
+from conveyor.supervisor.remote import RemoteStaging
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ _SHUTDOWN_ORDER = (
     ("storage", "close"),
     ("ledger", "close"),
 )
-_BUILT_ON_START = ("control", "catalog", "jobs", "intake", "index")
+_BUILT_ON_START = ("control", "catalog", "jobs", "intake", "index", "staging")
 """Parts with nothing to stop, dropped so that a stopped platform offers nothing."""
 
 
@@ -125,8 +126,15 @@ class Platform:
             self.s3_credentials, filer_url=self.store.filer_url, public_endpoint=self.s3_endpoint
         )
         self.storage = ProviderRegistry(own_store)
+        self.staging = RemoteStaging(self.storage, self.credentials.webhook_token)
         context = BackendContext(
-            settings, self.layout, self.storage, S3Credentials(**self.store_access.model_dump()), self._on_notice
+            settings,
+            self.layout,
+            self.storage,
+            S3Credentials(**self.store_access.model_dump()),
+            self._on_notice,
+            staging=self.staging,
+            api_url=self.api_url,
         )
         self.backends = Backends.build(settings.enabled_backends, settings.backend, context)
         self.warnings += self.backends.notices()
@@ -166,6 +174,7 @@ class Platform:
             credentials=self.credentials,
             intake=self.intake,
             reconciler=self.reconciler,
+            staging=self.staging,
         )
         self._write_platform_file()
         attach(self.api.app, self.control)

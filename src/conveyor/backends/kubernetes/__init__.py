@@ -1,0 +1,1 @@
+"""The Kubernetes backend: each job is one batch/v1 Job."""

@@ -1,0 +1,616 @@
+"""The Kubernetes backend: each job is one batch/v1 Job; Kubernetes schedules, Conveyor keeps the ledger.
+
+    submit ─▶ the job opens for staging (supervisor/remote.py: a token for its pod) ─▶ create the Job
+    watcher ─▶ ONE list+watch of the Jobs with Conveyor's label ─▶ a Job that ends ─▶ its pod's
+               container statuses (the script's exit code) and the script's log ─▶ the job's outcome
+
+Jobs are named from the job id and attempt (manifest.job_name), so a restarted platform finds the
+Jobs it created (adopt). While the API server does not answer, nothing is concluded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+from conveyor.backends.base import Backend, BackendContext
+from conveyor.backends.kubernetes import manifest
+from conveyor.errors import BackendUnavailable, SubmitError
+from conveyor.model.job import JobHandle, JobOutcome, JobSpec, JobState, JobStatus
+from conveyor.settings import KubernetesSettings
+from conveyor.supervisor.remote import RemoteStaging
+from conveyor.supervisor.run import JobLog
+
+log = logging.getLogger(__name__)
+
+WATCH_TIMEOUT_S = 30
+"""A watch is opened again after this (the server ends it anyway after a while)."""
+POD_WATCH_TIMEOUT_S = 5
+"""The pod watch is opened again this often, so that a pod stuck without events is judged in time."""
+NEVER_PULLABLE = frozenset({"ErrImageNeverPull", "InvalidImageName"})
+"""Waiting reasons that no wait can cure: the job fails at once."""
+PULLING = frozenset({"ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError", "CreateContainerError"})
+"""Waiting reasons that may pass (a registry down, a Secret created late): the job fails after a bound."""
+
+
+@dataclass
+class _PodProblem:
+    since: float
+    message: str
+    bound_s: float
+
+
+@dataclass
+class _Tracked:
+    spec: JobSpec
+    name: str
+    cancelled: bool = False
+    concluding: bool = False
+    outcome: JobOutcome | None = None
+
+
+class KubernetesBackend(Backend):
+    name = "kubernetes"
+    full_per_service = True
+
+    def __init__(self, config: KubernetesSettings, staging: RemoteStaging, api_url: str) -> None:
+        super().__init__()
+        try:
+            from kubernetes import client
+            from kubernetes import config as kube_config
+        except ImportError as error:
+            raise BackendUnavailable(
+                "the Kubernetes backend needs the `kubernetes` client: pip install kubernetes==35.0.0"
+            ) from error
+
+        self.config = config
+        self.staging = staging
+        self.api_url = config.api_url or api_url
+        try:
+            if config.kubeconfig is not None:
+                api_client = kube_config.new_client_from_config(str(config.kubeconfig), context=config.context)
+            else:
+                try:
+                    kube_config.load_incluster_config()
+                    api_client = client.ApiClient()
+                except kube_config.ConfigException:
+                    api_client = kube_config.new_client_from_config(context=config.context)
+        except (kube_config.ConfigException, OSError) as error:
+            raise BackendUnavailable(
+                f"the Kubernetes backend found no cluster: {error}; set kubeconfig under [kubernetes]"
+            ) from error
+        self._client = api_client
+        self.batch = client.BatchV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        try:
+            self._version = client.VersionApi(api_client).get_code(_request_timeout=10).git_version
+        except Exception as error:
+            raise BackendUnavailable(
+                f"the Kubernetes API at {api_client.configuration.host} does not answer: {error}"
+            ) from error
+        self._jobs: dict[str, _Tracked] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._api_down_since: float | None = None
+        self._pod_problems: dict[str, _PodProblem] = {}
+        self._threads = [
+            threading.Thread(target=self._watch_jobs, name="kubernetes-jobs", daemon=True),
+            threading.Thread(target=self._watch_pods, name="kubernetes-pods", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @classmethod
+    def create(cls, context: BackendContext) -> Self:
+        if context.staging is None or context.api_url is None:
+            raise BackendUnavailable("the Kubernetes backend needs the platform's API (to stage files for pods)")
+        return cls(context.settings.kubernetes, context.staging, context.api_url)
+
+    # ---- the interface -------------------------------------------------------------------
+
+    def describe(self) -> str:
+        return (
+            f"kubernetes: {self._version} at {self._client.configuration.host}, namespace {self.config.namespace}; "
+            f"pods stage through {self.api_url}; at most {self.config.max_pending_per_service} Jobs per service"
+        )
+
+    def notices(self) -> list[str]:
+        host = urlsplit(self.api_url).hostname or ""
+        if not self.config.host_network and (host in ("localhost", "::1") or host.startswith("127.")):
+            return [
+                f"kubernetes: pods stage through {self.api_url}, a loopback address they cannot reach: set "
+                "[api] public_url or [kubernetes] api_url to an address the pods reach (or host_network = true)"
+            ]
+        return []
+
+    def problem(self) -> str | None:
+        down_since = self._api_down_since
+        if down_since is None:
+            return None
+        return f"the Kubernetes API has not answered for {time.monotonic() - down_since:.0f} s; Jobs run on"
+
+    def can_accept(self, job: JobSpec) -> bool:
+        with self._lock:
+            mine = sum(1 for t in self._jobs.values() if t.spec.service.name == job.service.name and not t.outcome)
+        return mine < self.config.max_pending_per_service
+
+    def submit(self, job: JobSpec) -> JobHandle:
+        token = self.staging.open_job(job)
+        body = manifest.build_job(job, self.config, self.api_url, token, self.staging.input_name(job))
+        tracked = _Tracked(spec=job, name=body["metadata"]["name"])
+        with self._lock:
+            self._jobs[job.job_id] = tracked  # before the Job exists: the watch may see its end at once
+        try:
+            self._create(job, body)
+        except Exception:
+            with self._lock:
+                self._jobs.pop(job.job_id, None)
+            self.staging.close_job(job.job_id)
+            raise
+        return JobHandle(job_id=job.job_id, backend=self.name, native_id=tracked.name)
+
+    def _create(self, job: JobSpec, body: dict[str, Any]) -> None:
+        """The Secret (when the service has secrets), then the Job, which then owns the Secret."""
+        from kubernetes.client.exceptions import ApiException
+
+        name, namespace = body["metadata"]["name"], self.config.namespace
+        secret = manifest.build_secret(job, self.config)
+        try:
+            if secret is not None:
+                try:
+                    self.core.create_namespaced_secret(namespace, secret, _request_timeout=30)
+                except ApiException as error:
+                    if error.status != 409:
+                        raise
+            try:
+                created = self.batch.create_namespaced_job(namespace, body, _request_timeout=30)
+            except ApiException as error:
+                if error.status != 409:  # 409: it exists (an earlier submit that did not hear back)
+                    raise
+                created = self.batch.read_namespaced_job(name, namespace, _request_timeout=30)
+        except ApiException as error:
+            if secret is not None:
+                self._delete_secret(name)
+            raise SubmitError(f"Kubernetes refused Job {name}: {_reason(error)}") from error
+        except Exception as error:
+            raise SubmitError(f"creating Job {name} failed: {error}") from error
+        if secret is not None:  # garbage-collected with its Job
+            owner = {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "name": name,
+                "uid": created.metadata.uid,
+                "blockOwnerDeletion": False,
+            }
+            try:
+                self.core.patch_namespaced_secret(
+                    name, namespace, {"metadata": {"ownerReferences": [owner]}}, _request_timeout=30
+                )
+            except ApiException as error:
+                log.warning("Secret %s stays until the job ends: %s", name, _reason(error))
+
+    def _delete_secret(self, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.core.delete_namespaced_secret(name, self.config.namespace, _request_timeout=30)
+        except ApiException as error:
+            if error.status != 404:
+                log.warning("deleting Secret %s failed: %s", name, _reason(error))
+
+    def adopt(self, job: JobSpec) -> JobHandle | None:
+        """A Job an earlier platform created: found again by its name."""
+        from kubernetes.client.exceptions import ApiException
+
+        name = manifest.job_name(job)
+        try:
+            found = self.batch.read_namespaced_job(name, self.config.namespace, _request_timeout=30)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        self.staging.open_job(job)
+        tracked = _Tracked(spec=job, name=name)
+        with self._lock:
+            self._jobs[job.job_id] = tracked
+        self._seen(found)
+        return JobHandle(job_id=job.job_id, backend=self.name, native_id=name)
+
+    def status(self, handles: list[JobHandle]) -> list[JobStatus]:
+        statuses = []
+        with self._lock:
+            for handle in handles:
+                tracked = self._jobs.get(handle.job_id)
+                if tracked is None:
+                    statuses.append(JobStatus(handle=handle, state=JobState.UNKNOWN))
+                elif tracked.outcome is None:
+                    statuses.append(JobStatus(handle=handle, state=JobState.RUNNING))
+                else:
+                    del self._jobs[handle.job_id]
+                    statuses.append(JobStatus(handle=handle, state=tracked.outcome.state, outcome=tracked.outcome))
+        return statuses
+
+    def cancel(self, handles: list[JobHandle]) -> list[bool]:
+        answers, names = [], []
+        with self._lock:
+            for handle in handles:
+                tracked = self._jobs.get(handle.job_id)
+                if tracked is None or tracked.outcome is not None or tracked.concluding:
+                    answers.append(False)
+                    continue
+                tracked.cancelled = True
+                tracked.outcome = JobOutcome(state=JobState.CANCELLED, message="cancelled on request")
+                answers.append(True)
+                names.append(tracked)
+        for tracked in names:
+            self.staging.close_job(tracked.spec.job_id)
+            parts = self._script_log_so_far(tracked.name)
+            self._delete(tracked.name)
+            _append(tracked.spec, parts, f"cancelled on request: Job {tracked.name} deleted", "WARNING")
+        self._listener()
+        return answers
+
+    def close(self) -> None:
+        """Stop watching; Jobs run on in the cluster, and the next start adopts them."""
+        self._stopping.set()
+        for thread in self._threads:  # a watch notices at its next event or timeout; they are daemons
+            thread.join(0.2)
+
+    # ---- watching ------------------------------------------------------------------------
+
+    def _watch_jobs(self) -> None:
+        self._watch(self.batch.list_namespaced_job, self._seen, self._deleted, WATCH_TIMEOUT_S, lambda: None)
+
+    def _watch_pods(self) -> None:
+        """Pods tell what Jobs do not: an image that cannot be pulled, a pod nobody can schedule."""
+        self._watch(self.core.list_namespaced_pod, self._pod_seen, self._pod_gone, POD_WATCH_TIMEOUT_S, self._sweep)
+
+    def _watch(
+        self,
+        list_function: Callable[..., Any],
+        seen: Callable[[Any], None],
+        deleted: Callable[[Any], None],
+        timeout_s: int,
+        between: Callable[[], None],
+    ) -> None:
+        """List, then watch from the listing's version; list again when it expired; never give up."""
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        namespace, selector = self.config.namespace, manifest.SELECTOR
+        resource_version: str | None = None
+        while not self._stopping.is_set():
+            try:
+                if resource_version is None:
+                    listing = list_function(namespace, label_selector=selector, _request_timeout=30)
+                    for item in listing.items:
+                        seen(item)
+                    resource_version = listing.metadata.resource_version
+                self._api_down_since = None
+                stream = watch.Watch().stream(
+                    list_function,
+                    namespace,
+                    label_selector=selector,
+                    resource_version=resource_version,
+                    timeout_seconds=timeout_s,
+                    _request_timeout=timeout_s + 10,
+                )
+                for event in stream:
+                    if self._stopping.is_set():
+                        return
+                    item = event["object"]
+                    if event["type"] == "ERROR":  # expired: list again
+                        resource_version = None
+                        break
+                    resource_version = item.metadata.resource_version
+                    if event["type"] == "DELETED":
+                        deleted(item)
+                    else:
+                        seen(item)
+                    between()
+                between()
+            except ApiException as error:
+                if error.status == 410:  # the resource version is too old: list again
+                    resource_version = None
+                    continue
+                self._note_api_down(error)
+            except Exception as error:  # the watch must outlive any one bad answer or a dead connection
+                self._note_api_down(error)
+
+    def _note_api_down(self, error: Exception) -> None:
+        if self._api_down_since is None:
+            self._api_down_since = time.monotonic()
+            log.warning("watching Kubernetes Jobs failed (%s); trying again", error)
+        self._stopping.wait(1.0)
+
+    def _tracked_for(self, job: Any) -> _Tracked | None:
+        job_id = (job.metadata.annotations or {}).get(manifest.JOB_ID_ANNOTATION)
+        with self._lock:
+            tracked = self._jobs.get(job_id or "")
+            if tracked is None or tracked.name != job.metadata.name or tracked.outcome or tracked.concluding:
+                return None
+            return tracked
+
+    def _seen(self, job: Any) -> None:
+        ended = _ended(job)
+        if ended is None:
+            return
+        tracked = self._tracked_for(job)
+        if tracked is None:
+            return
+        with self._lock:
+            if tracked.concluding or tracked.outcome:
+                return
+            tracked.concluding = True
+        try:
+            outcome = self._outcome(tracked, job, ended)
+        except Exception as error:  # an outcome all the same: the job must not hang
+            log.exception("concluding Kubernetes Job %s failed", tracked.name)
+            outcome = _failed(f"Kubernetes Job {tracked.name} ended ({ended[0]}) but reading it failed: {error}")
+        if manifest.secret_name(tracked.spec) is not None:
+            self._delete_secret(tracked.name)  # its Job owns it too; this is for when that link failed
+        with self._lock:
+            tracked.outcome = outcome
+        self._listener()
+
+    def _deleted(self, job: Any) -> None:
+        tracked = self._tracked_for(job)
+        if tracked is None:
+            return
+        with self._lock:
+            if tracked.concluding or tracked.outcome:
+                return
+            tracked.outcome = _failed(f"Kubernetes Job {tracked.name} was deleted outside Conveyor; it runs again")
+        self.staging.close_job(tracked.spec.job_id)
+        _append(tracked.spec, [], tracked.outcome.message, "ERROR")
+        self._listener()
+
+    def _pod_seen(self, pod: Any) -> None:
+        job_id = (pod.metadata.annotations or {}).get(manifest.JOB_ID_ANNOTATION, "")
+        with self._lock:
+            tracked = self._jobs.get(job_id)
+            if tracked is None or tracked.outcome or tracked.concluding:
+                self._pod_problems.pop(job_id, None)
+                return
+        problem = self._problem_of(pod, tracked)
+        with self._lock:
+            if problem is None:
+                self._pod_problems.pop(job_id, None)
+            elif job_id not in self._pod_problems or self._pod_problems[job_id].message != problem.message:
+                earlier = self._pod_problems.get(job_id)
+                if earlier is not None:
+                    problem.since = earlier.since
+                self._pod_problems[job_id] = problem
+
+    def _pod_gone(self, pod: Any) -> None:
+        with self._lock:
+            self._pod_problems.pop((pod.metadata.annotations or {}).get(manifest.JOB_ID_ANNOTATION, ""), None)
+
+    def _problem_of(self, pod: Any, tracked: _Tracked) -> _PodProblem | None:
+        """What keeps the pod from running, with how long it may last; None when nothing does."""
+        if pod.status is None or pod.spec is None:
+            return None
+        now = time.monotonic()
+        containers = [*(pod.spec.init_containers or []), *pod.spec.containers]
+        images = {container.name: container.image for container in containers}
+        statuses = [*(pod.status.init_container_statuses or []), *(pod.status.container_statuses or [])]
+        for status in statuses:
+            waiting = status.state.waiting if status.state is not None else None
+            if waiting is None or waiting.reason not in NEVER_PULLABLE | PULLING:
+                continue
+            image = images.get(status.name, status.image)
+            message = f"container {status.name} cannot start: image {image!r}: {waiting.reason}" + (
+                f": {waiting.message}" if waiting.message else ""
+            )
+            bound = 0.0 if waiting.reason in NEVER_PULLABLE else self.config.image_pull_timeout_s
+            return _PodProblem(now, message, bound)
+        for condition in pod.status.conditions or []:
+            if condition.type == "PodScheduled" and condition.status == "False" and condition.reason == "Unschedulable":
+                message = f"pod {pod.metadata.name} cannot be scheduled: {condition.message or condition.reason}"
+                return _PodProblem(now, message, self.config.unschedulable_timeout_s)
+        return None
+
+    def _sweep(self) -> None:
+        """Fail the jobs whose pods have been stuck longer than their bound."""
+        now = time.monotonic()
+        with self._lock:
+            due = [(job_id, p) for job_id, p in self._pod_problems.items() if now - p.since >= p.bound_s]
+            stuck = []
+            for job_id, problem in due:
+                del self._pod_problems[job_id]
+                tracked = self._jobs.get(job_id)
+                if tracked is None or tracked.outcome or tracked.concluding:
+                    continue
+                waited = f" for {problem.bound_s:g} s" if problem.bound_s else ""
+                message = f"Kubernetes Job {tracked.name}: {problem.message}{waited}; the Job is deleted"
+                tracked.outcome = _failed(message)
+                stuck.append(tracked)
+        for tracked in stuck:
+            self.staging.close_job(tracked.spec.job_id)
+            self._delete(tracked.name)
+            assert tracked.outcome is not None
+            _append(tracked.spec, [], f"job {tracked.outcome.state}: {tracked.outcome.message}", "ERROR")
+        if stuck:
+            self._listener()
+
+    def _delete(self, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.batch.delete_namespaced_job(
+                name, self.config.namespace, propagation_policy="Background", _request_timeout=30
+            )
+        except ApiException as error:
+            if error.status != 404:
+                log.warning("deleting Kubernetes Job %s failed: %s", name, _reason(error))
+
+    # ---- a Job's end ---------------------------------------------------------------------
+
+    def _outcome(self, tracked: _Tracked, job: Any, ended: tuple[str, str, str]) -> JobOutcome:
+        """What the Job's conditions, its pod's container statuses and logs say; the logs go to the job's log."""
+        kind, reason, message = ended
+        pod = self._pod_of(tracked.name)
+        statuses = _container_states(pod)
+        script = statuses.get(manifest.SCRIPT_CONTAINER)
+        exit_code = script.exit_code if script is not None else None
+        parts, script_output = [], b""
+        for container in (manifest.STAGE_IN_CONTAINER, manifest.SCRIPT_CONTAINER, manifest.STAGE_OUT_CONTAINER):
+            text = self._log_of(pod, container) if container in statuses else b""
+            if container == manifest.SCRIPT_CONTAINER:
+                script_output = text
+                parts.append(text)
+            elif text.strip() and (kind != "Complete" or container == manifest.STAGE_OUT_CONTAINER):
+                parts.append(b"--- " + container.encode() + b" ---\n" + text)
+        response = self.staging.response(tracked.spec.job_id, script_output) if tracked.spec.sync else None
+        outputs = self.staging.close_job(tracked.spec.job_id)
+        started, finished = job.status.start_time, job.status.completion_time or _condition_time(job)
+        where = f"Kubernetes Job {tracked.name}"
+        if kind == "Complete":
+            outcome = JobOutcome(
+                state=JobState.SUCCEEDED,
+                exit_code=0,
+                message=f"{len(outputs)} output(s) stored",
+                outputs=outputs,
+                response=response,
+            )
+        elif reason == "DeadlineExceeded":
+            deadline = tracked.spec.service.timeout + self.config.time_margin_s
+            outcome = JobOutcome(
+                state=JobState.TIMED_OUT,
+                failure="timeout",
+                exit_code=exit_code,
+                message=f"{where} passed its deadline ({deadline} s: the service's timeout plus the staging margin)",
+                outputs=outputs,
+            )
+        elif exit_code not in (None, 0):
+            why = f" ({script.reason})" if script is not None and script.reason not in (None, "Error") else ""
+            outcome = JobOutcome(
+                state=JobState.FAILED,
+                failure="script",
+                exit_code=exit_code,
+                message=f"the script exited with code {exit_code}{why}; nothing was uploaded",
+            )
+        else:
+            broken = [f"{name}: {state.describe()}" for name, state in statuses.items() if state.failed]
+            details = "; ".join(broken) or f"{reason}: {message}"
+            stage = "stage-out" if exit_code == 0 else "the pod"
+            outcome = _failed(f"{where} failed in {stage}: {details}")
+            outcome.exit_code = exit_code
+            outcome.outputs = outputs
+        outcome.started_at, outcome.finished_at = started, finished
+        _append(
+            tracked.spec,
+            parts,
+            f"job {outcome.state}: {outcome.message}",
+            "INFO" if outcome.state == JobState.SUCCEEDED else "ERROR",
+            first=f"job {tracked.spec.job_id} (attempt {tracked.spec.attempt}) ran as {where}",
+        )
+        return outcome
+
+    def _script_log_so_far(self, name: str) -> list[bytes]:
+        """What the script printed until now (best effort: the pod may not have started)."""
+        try:
+            pod = self._pod_of(name)
+            if pod is None or manifest.SCRIPT_CONTAINER not in _container_states(pod):
+                return []
+            return [self._log_of(pod, manifest.SCRIPT_CONTAINER)]
+        except Exception as error:
+            return [f"(the script's log could not be read: {error})\n".encode()]
+
+    def _pod_of(self, name: str) -> Any | None:
+        pods = self.core.list_namespaced_pod(
+            self.config.namespace, label_selector=f"job-name={name}", _request_timeout=30
+        ).items
+        if not pods:
+            return None
+        return max(pods, key=lambda pod: pod.metadata.creation_timestamp)
+
+    def _log_of(self, pod: Any, container: str) -> bytes:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            text = self.core.read_namespaced_pod_log(
+                pod.metadata.name, self.config.namespace, container=container, _request_timeout=30
+            )
+        except ApiException as error:
+            return f"(the log of container {container} could not be read: {_reason(error)})\n".encode()
+        return text.encode() if isinstance(text, str) else bytes(text)
+
+
+@dataclass
+class _ContainerState:
+    exit_code: int | None
+    reason: str | None
+    message: str | None
+    waiting: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return self.waiting or (self.exit_code not in (None, 0))
+
+    def describe(self) -> str:
+        code = f"exit code {self.exit_code}" if self.exit_code is not None else "never ran"
+        return ", ".join(part for part in (code, self.reason, self.message) if part)
+
+
+def _container_states(pod: Any | None) -> dict[str, _ContainerState]:
+    if pod is None or pod.status is None:
+        return {}
+    found = {}
+    for status in [*(pod.status.init_container_statuses or []), *(pod.status.container_statuses or [])]:
+        state = status.state
+        if state is not None and state.terminated is not None:
+            term = state.terminated
+            found[status.name] = _ContainerState(term.exit_code, term.reason, term.message)
+        elif state is not None and state.waiting is not None:
+            found[status.name] = _ContainerState(None, state.waiting.reason, state.waiting.message, waiting=True)
+        elif state is not None and state.running is not None:  # being stopped (a deadline, a delete): it has a log
+            found[status.name] = _ContainerState(None, "Running", None)
+    return found
+
+
+_ENDED = {"SuccessCriteriaMet": "Complete", "Complete": "Complete", "FailureTarget": "Failed", "Failed": "Failed"}
+"""Job conditions that settle its end. The Job controller sets FailureTarget (SuccessCriteriaMet) first and
+Failed (Complete) only once the pods are gone: e.g. after a deadline, the pods' grace period later, with
+their logs."""
+
+
+def _ended(job: Any) -> tuple[str, str, str] | None:
+    """(Complete or Failed, reason, message) of a Job that ended; None while it runs."""
+    for condition in (job.status.conditions or []) if job.status else []:
+        if condition.type in _ENDED and condition.status == "True":
+            return _ENDED[condition.type], condition.reason or "", condition.message or ""
+    return None
+
+
+def _condition_time(job: Any) -> datetime | None:
+    for condition in job.status.conditions or []:
+        if condition.type in _ENDED and condition.status == "True":
+            return condition.last_transition_time
+    return None
+
+
+def _reason(error: Any) -> str:
+    return f"{error.status} {error.reason}: {(error.body or '').strip()[:500]}"
+
+
+def _failed(message: str) -> JobOutcome:
+    return JobOutcome(state=JobState.FAILED, failure="infrastructure", message=message)
+
+
+def _append(spec: JobSpec, parts: list[bytes], last: str, level: str, first: str | None = None) -> None:
+    """The pod's output into the job's log, between two supervisor lines."""
+    log_file = JobLog(Path(spec.log_path), spec.service.log_level)
+    if first:
+        log_file.write("INFO", first)
+    with spec.log_path.open("ab") as out:
+        for part in parts:
+            out.write(part if part.endswith(b"\n") or not part else part + b"\n")
+    log_file.write(level, last)

@@ -1,0 +1,252 @@
+"""A job as a batch/v1 Job manifest: a pure function of the JobSpec and the `[kubernetes]` settings.
+
+    pod ─ init  stage-in  (stager image: busybox) ─ wget the script and the input into /conveyor
+        ─ main  script    (the service's image, unchanged) ─ /bin/sh the script with the contract's
+                                                            environment, then its exit code → /conveyor/exit
+        ─ main  stage-out (stager image) ─ waits for /conveyor/exit; on 0 POSTs every file under
+                                           /conveyor/output; exits with the script's code
+
+The pod holds a token good for its own job only (supervisor/remote.py), never a store credential.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from typing import Any
+from urllib.parse import quote
+
+from conveyor.model.event import iso_z
+from conveyor.model.job import JobSpec
+from conveyor.settings import KubernetesSettings
+from conveyor.supervisor import contract
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "conveyor"
+SELECTOR = f"{MANAGED_BY}={MANAGER}"
+"""The one label selector of everything this backend creates (the watch uses it)."""
+JOB_LABEL = "conveyor.job"
+SERVICE_LABEL = "conveyor.service"
+ATTEMPT_LABEL = "conveyor.attempt"
+JOB_ID_ANNOTATION = "conveyor.job-id"
+"""The job id in full (a label value is cut at 63 characters)."""
+
+SCRIPT_CONTAINER = "script"
+STAGE_IN_CONTAINER = "stage-in"
+STAGE_OUT_CONTAINER = "stage-out"
+WORK = "/conveyor"
+INPUT_DIR = f"{WORK}/input"
+OUTPUT_DIR = f"{WORK}/output"
+SCRIPT = f"{WORK}/script.sh"
+EXIT_FILE = f"{WORK}/exit"
+
+_AUTH = '--header "Authorization: Bearer $CONVEYOR_TOKEN"'
+
+STAGE_IN = f"""set -e
+mkdir -p {INPUT_DIR} {OUTPUT_DIR}
+chmod 777 {INPUT_DIR} {OUTPUT_DIR}
+wget -q -O {SCRIPT} {_AUTH} "$CONVEYOR_JOB_URL/script"
+if [ -n "$CONVEYOR_INPUT" ]; then wget -q -O "$CONVEYOR_INPUT" {_AUTH} "$CONVEYOR_JOB_URL/input"; fi
+echo "stage-in: done"
+"""
+"""The init container: the script and the input, from the platform's API (busybox sh + wget)."""
+
+RUN_SCRIPT = f"""/bin/sh {SCRIPT}
+code=$?
+echo "$code" > {EXIT_FILE}.tmp && mv {EXIT_FILE}.tmp {EXIT_FILE}
+exit "$code"
+"""
+"""The service's container: any image with /bin/sh; the script's exit code is the container's."""
+
+STAGE_OUT = f"""while [ ! -f {EXIT_FILE} ]; do sleep 0.2 2>/dev/null || sleep 1; done
+code=$(cat {EXIT_FILE})
+if [ "$code" != 0 ]; then echo "stage-out: the script exited with code $code; nothing is uploaded"; exit "$code"; fi
+cd {OUTPUT_DIR}
+find . -type f > {WORK}/outputs.list
+count=0
+while IFS= read -r file; do
+  name=${{file#./}}
+  encoded=$(printf %s "$name" | od -An -v -tx1 | tr -d ' \\n' | sed 's/../%&/g')
+  if ! wget -q -O /dev/null {_AUTH} --post-file "$file" "$CONVEYOR_JOB_URL/outputs/$encoded"; then
+    echo "stage-out: uploading $name failed"; exit 1
+  fi
+  count=$((count + 1))
+done < {WORK}/outputs.list
+echo "stage-out: $count file(s) uploaded"
+"""
+"""The second container: waits for the script's end, uploads what it left (only on success)."""
+
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
+
+
+def job_name(spec: JobSpec) -> str:
+    """The Job's name: stable for a job id and attempt (a restarted platform finds it), ≤ 63 characters."""
+    digest = hashlib.sha256(spec.job_id.encode()).hexdigest()[:20]
+    return f"conveyor-{digest}-{spec.attempt}"
+
+
+def label_value(text: str) -> str:
+    """`text` when it is a valid label value, else a digest of it."""
+    return text if _LABEL_VALUE.match(text) else "h-" + hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def input_file(spec: JobSpec, input_name: str) -> str:
+    return f"{INPUT_DIR}/{input_name}"
+
+
+def secret_name(spec: JobSpec) -> str | None:
+    """The Secret that holds the service's secrets for this job (named as its Job); None without secrets."""
+    return job_name(spec) if spec.service.environment.secrets else None
+
+
+def build_secret(spec: JobSpec, config: KubernetesSettings) -> dict[str, Any] | None:
+    """The service's secrets as a Secret (keys s0, s1...: env names need not be valid Secret keys)."""
+    name = secret_name(spec)
+    if name is None:
+        return None
+    values = {f"s{index}": value for index, value in enumerate(spec.service.environment.secrets.values())}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": config.namespace,
+            "labels": {MANAGED_BY: MANAGER, JOB_LABEL: label_value(spec.job_id)},
+            "annotations": {JOB_ID_ANNOTATION: spec.job_id},
+        },
+        "type": "Opaque",
+        "stringData": values,
+    }
+
+
+def _env_entries(spec: JobSpec, input_name: str) -> list[dict[str, Any]]:
+    """The script's environment; the secrets by reference to the job's Secret, never as values."""
+    entries: dict[str, dict[str, Any]] = {}
+    for name, value in spec.service.environment.variables.items():
+        entries[name] = {"name": name, "value": value}
+    secret = secret_name(spec)
+    for index, name in enumerate(spec.service.environment.secrets):
+        entries[name] = {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": f"s{index}"}}}
+    for name, value in script_environment(spec, input_name, with_user_values=False).items():
+        entries[name] = {"name": name, "value": value}
+    return list(entries.values())
+
+
+def script_environment(spec: JobSpec, input_name: str, *, with_user_values: bool = True) -> dict[str, str]:
+    """What the local supervisor sets (supervisor/run.py), with the pod's paths; user values first."""
+    env = dict(spec.service.environment.variables) if with_user_values else {}
+    if with_user_values:
+        env.update(spec.service.environment.secrets)
+    if spec.event is not None:
+        env[contract.STORAGE_OBJECT_KEY] = spec.event.ref.key
+        env[contract.EVENT] = json.dumps(spec.event.to_s3_record())
+        env[contract.EVENT_TIME] = iso_z(spec.event.event_time)
+    elif spec.request_path is not None:
+        body = spec.request_path.read_bytes()
+        if len(body) <= contract.EVENT_ENV_LIMIT and b"\x00" not in body:
+            env[contract.EVENT] = body.decode("utf-8", errors="replace")
+    path = INPUT_DIR if spec.service.file_stage_in and spec.event is not None else input_file(spec, input_name)
+    env[contract.INPUT_FILE_PATH] = path
+    env[contract.INPUT_FILE_PATHS] = path
+    env[contract.TMP_INPUT_DIR] = INPUT_DIR
+    env[contract.TMP_OUTPUT_DIR] = OUTPUT_DIR
+    env[contract.JOB_UUID] = spec.job_id
+    env[contract.OSCAR_SERVICE_NAME] = spec.service.name
+    return env
+
+
+def resources(spec: JobSpec) -> dict[str, dict[str, str]]:
+    service = spec.service
+    amounts = {"cpu": f"{max(1, math.ceil(service.cpu_cores * 1000))}m", "memory": str(service.memory_bytes)}
+    limits = dict(amounts)
+    if service.enable_gpu:
+        limits["nvidia.com/gpu"] = "1"
+    return {"requests": amounts, "limits": limits}
+
+
+def build_job(spec: JobSpec, config: KubernetesSettings, api_url: str, token: str, input_name: str) -> dict[str, Any]:
+    """The batch/v1 Job that runs `spec` (a plain dict, as the API takes it)."""
+    service = spec.service
+    labels = {
+        MANAGED_BY: MANAGER,
+        JOB_LABEL: label_value(spec.job_id),
+        SERVICE_LABEL: label_value(service.name),
+        ATTEMPT_LABEL: str(spec.attempt),
+    }
+    staged_input = "" if service.file_stage_in and spec.event is not None else input_file(spec, input_name)
+    stager_env = [
+        {"name": "CONVEYOR_JOB_URL", "value": f"{api_url.rstrip('/')}/conveyor/v1/jobs/{quote(spec.job_id, safe='')}"},
+        {"name": "CONVEYOR_TOKEN", "value": token},
+    ]
+    work_mount = [{"name": "work", "mountPath": WORK}]
+    pull = {"imagePullPolicy": config.image_pull_policy} if config.image_pull_policy else {}
+    small = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}}
+    containers = [
+        {
+            "name": SCRIPT_CONTAINER,
+            "image": service.image,
+            "command": ["/bin/sh", "-c", RUN_SCRIPT],
+            "env": _env_entries(spec, input_name),
+            "resources": resources(spec),
+            "volumeMounts": work_mount,
+            **pull,
+        },
+        {
+            "name": STAGE_OUT_CONTAINER,
+            "image": config.stager_image,
+            "command": ["/bin/sh", "-c", STAGE_OUT],
+            "env": stager_env,
+            "resources": small,
+            "volumeMounts": work_mount,
+            **pull,
+        },
+    ]
+    init = {
+        "name": STAGE_IN_CONTAINER,
+        "image": config.stager_image,
+        "command": ["/bin/sh", "-c", STAGE_IN],
+        "env": [*stager_env, {"name": "CONVEYOR_INPUT", "value": staged_input}],
+        "resources": small,
+        "volumeMounts": work_mount,
+        **pull,
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "initContainers": [init],
+        "containers": containers,
+        "volumes": [{"name": "work", "emptyDir": {}}],
+        "hostNetwork": config.host_network,
+        "terminationGracePeriodSeconds": 5,
+        "automountServiceAccountToken": bool(config.service_account),
+    }
+    if config.service_account:
+        pod_spec["serviceAccountName"] = config.service_account
+    if config.node_selector:
+        pod_spec["nodeSelector"] = dict(config.node_selector)
+    if config.tolerations:
+        pod_spec["tolerations"] = list(config.tolerations)
+    if config.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": name} for name in config.image_pull_secrets]
+    if config.host_network:
+        pod_spec["dnsPolicy"] = "ClusterFirstWithHostNet"
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(spec),
+            "namespace": config.namespace,
+            "labels": labels,
+            "annotations": {JOB_ID_ANNOTATION: spec.job_id},
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": service.timeout + config.time_margin_s,
+            "ttlSecondsAfterFinished": config.ttl_s,
+            "template": {
+                "metadata": {"labels": labels, "annotations": {JOB_ID_ANNOTATION: spec.job_id}},
+                "spec": pod_spec,
+            },
+        },
+    }

@@ -1,0 +1,361 @@
+"""Services on a real single-node Kubernetes (scripts/kubernetes-up.sh, a real kubelet on containerd): each
+job is one batch/v1 Job whose pod stages through the platform's API, with busybox only."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from kubernetes import client, config
+
+from conveyor.backends.kubernetes import manifest
+from conveyor.backends.kubernetes.check import check_cluster
+from conveyor.model.job import JobState
+from conveyor.settings import KubernetesSettings
+from tests.conftest import PlatformFactory
+from tests.support.cli import Cli, cli_environment
+from tests.support.kubernetes import BUSYBOX, Kubernetes, run_kubernetes
+from tests.support.platform import keys_under, put_text, read_text, service, wait_for_jobs, wait_for_state
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session")
+def kubernetes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kubernetes]:
+    with run_kubernetes(tmp_path_factory.mktemp("kubernetes")) as cluster:
+        yield cluster
+
+
+def _batch(cluster: Kubernetes) -> client.BatchV1Api:
+    return client.BatchV1Api(config.new_client_from_config(str(cluster.kubeconfig)))
+
+
+def test_a_file_runs_as_a_kubernetes_job_and_its_output_is_stored(
+    kubernetes: Kubernetes, make_platform: PlatformFactory, tmp_path: Path
+) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes")
+    upper = service(
+        "upper",
+        'tr a-z A-Z < "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH")"\n'
+        'mkdir -p "$TMP_OUTPUT_DIR/deep dir"\n'
+        'echo "$STORAGE_OBJECT_KEY $JOB_UUID" > "$TMP_OUTPUT_DIR/deep dir/k.txt"\n'
+        'echo "ran on $(hostname) as $OSCAR_SERVICE_NAME with $GREETING and $API_KEY"',
+        ["k8s/in"],
+        ["k8s/out"],
+        image=BUSYBOX,
+        environment={"variables": {"GREETING": "hi"}, "secrets": {"API_KEY": "k-123"}},
+    )
+    platform.catalog.apply([upper])
+    put_text(platform, "k8s/in/a.txt", "hello kubernetes")
+
+    [job] = wait_for_jobs(platform, "upper", 1, timeout_s=90)
+
+    log = platform.jobs.read_log("upper", job.job_id) or ""
+    assert job.state == JobState.SUCCEEDED, log
+    assert job.exit_code == 0
+    assert read_text(platform, "k8s/out/a.txt", tmp_path) == "HELLO KUBERNETES"
+    assert read_text(platform, "k8s/out/deep dir/k.txt", tmp_path).strip() == f"in/a.txt {job.job_id}"
+    assert "ran on " in log and "as upper with hi and k-123" in log, log
+    assert {f"{o.ref}" for o in job.outputs} == {"k8s/out/a.txt", "k8s/out/deep dir/k.txt"}
+
+
+def test_a_failing_script_fails_its_job_with_its_exit_code_and_log(
+    kubernetes: Kubernetes, make_platform: PlatformFactory, tmp_path: Path
+) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes")
+    failing = service(
+        "failing",
+        'echo "about to fail on $INPUT_FILE_PATH"; echo partial > "$TMP_OUTPUT_DIR/partial.txt"; exit 3',
+        ["k8sfail/in"],
+        ["k8sfail/out"],
+        image=BUSYBOX,
+    )
+    platform.catalog.apply([failing])
+    put_text(platform, "k8sfail/in/b.txt", "x")
+
+    [job] = wait_for_jobs(platform, "failing", 1, timeout_s=90)
+
+    log = platform.jobs.read_log("failing", job.job_id) or ""
+    assert job.state in (JobState.FAILED, JobState.DEAD), log
+    assert job.exit_code == 3, (job, log)
+    assert "about to fail on /conveyor/input/b.txt" in log, log
+    assert "exited with code 3" in job.message
+    assert keys_under(platform, "k8sfail/out") == [], "a failed script uploads nothing"
+
+
+def test_cancel_deletes_the_kubernetes_job(kubernetes: Kubernetes, make_platform: PlatformFactory) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes")
+    sleeper = service("sleeper", "echo started; sleep 300", ["k8ssleep/in"], ["k8ssleep/out"], image=BUSYBOX)
+    platform.catalog.apply([sleeper])
+    put_text(platform, "k8ssleep/in/c.txt", "x")
+    batch = _batch(kubernetes)
+
+    deadline = time.monotonic() + 60
+    names: list[str] = []
+    while time.monotonic() < deadline and not names:
+        jobs = batch.list_namespaced_job("default", label_selector=f"{manifest.SERVICE_LABEL}=sleeper").items
+        names = [job.metadata.name for job in jobs]
+        time.sleep(0.2)
+    assert names, "the job became a Kubernetes Job"
+    [record] = [r for _, r in platform.ledger.list_jobs("sleeper", limit=10)]
+    wait_for_state(platform, record.job_id, {"running"})
+
+    answers = platform.jobs.cancel("sleeper", [record.job_id])
+
+    assert answers, answers
+    final = wait_for_state(platform, record.job_id, {"cancelled"}, timeout_s=30)
+    assert final.state == JobState.CANCELLED
+    log = platform.jobs.read_log("sleeper", record.job_id) or ""
+    assert "cancelled on request" in log, log
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        left = batch.list_namespaced_job("default", label_selector=f"{manifest.SERVICE_LABEL}=sleeper").items
+        if not left:
+            break
+        time.sleep(0.2)
+    assert not left, [job.metadata.name for job in left]
+
+
+def test_a_job_past_its_deadline_times_out(kubernetes: Kubernetes, make_platform: PlatformFactory) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(time_margin_s=1), backend="kubernetes")
+    slow = service("slow", "echo begun; sleep 60", ["k8sslow/in"], ["k8sslow/out"], image=BUSYBOX, timeout=2)
+    platform.catalog.apply([slow])
+    put_text(platform, "k8sslow/in/d.txt", "x")
+
+    [job] = wait_for_jobs(platform, "slow", 1, timeout_s=60)
+
+    assert job.state == JobState.TIMED_OUT, (job, platform.jobs.read_log("slow", job.job_id))
+    assert "passed its deadline (3 s" in job.message
+    log = platform.jobs.read_log("slow", job.job_id) or ""
+    assert "begun" in log, log
+
+
+def test_an_image_that_cannot_be_pulled_fails_the_job_naming_it(
+    kubernetes: Kubernetes, make_platform: PlatformFactory
+) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes")
+    missing = service(
+        "missing", "echo never", ["k8smiss/in"], ["k8smiss/out"], image="localhost/never-built:local", retries=0
+    )
+    platform.catalog.apply([missing])
+    put_text(platform, "k8smiss/in/e.txt", "x")
+
+    [job] = wait_for_jobs(platform, "missing", 1, timeout_s=60)
+
+    log = platform.jobs.read_log("missing", job.job_id) or ""
+    assert job.state in (JobState.FAILED, JobState.DEAD), (job, log)
+    assert "localhost/never-built:local" in job.message and "ErrImageNeverPull" in job.message, job.message
+    assert "ErrImageNeverPull" in log, log
+    assert (
+        not _batch(kubernetes).list_namespaced_job("default", label_selector=f"{manifest.SERVICE_LABEL}=missing").items
+    )
+
+
+def test_a_restarted_platform_adopts_the_jobs_it_left_in_kubernetes(
+    kubernetes: Kubernetes, make_platform: PlatformFactory, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "adopt"
+    # The pod stages through the API's URL: the platform must come back on the same port.
+    api = {"port": _free_port()}
+    first = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes", data_dir=data_dir, api=api)
+    # The script outlives the first platform and ends once the second one is up.
+    script = 'sleep 10; cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"; echo copied'
+    first.catalog.apply([service("keep", script, ["k8skeep/in"], ["k8skeep/out"], image=BUSYBOX)])
+    put_text(first, "k8skeep/in/a.txt", "kept")
+    _wait_until_running(kubernetes, "keep")
+    first.stop()
+
+    second = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes", data_dir=data_dir, api=api)
+    [job] = wait_for_jobs(second, "keep", 1, timeout_s=60)
+
+    log = second.jobs.read_log("keep", job.job_id) or ""
+    assert second.adopted == 1
+    assert job.state == JobState.SUCCEEDED and job.attempt == 1, log
+    assert read_text(second, "k8skeep/out/a.txt", tmp_path) == "kept"
+    assert "copied" in log, log
+
+
+def _wait_until_running(cluster: Kubernetes, service_name: str, timeout_s: float = 60.0) -> None:
+    core = client.CoreV1Api(config.new_client_from_config(str(cluster.kubeconfig)))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pods = core.list_namespaced_pod("default", label_selector=f"{manifest.SERVICE_LABEL}={service_name}").items
+        if any(pod.status.phase == "Running" for pod in pods):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no pod of {service_name} ran within {timeout_s} s")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_a_job_deleted_outside_conveyor_fails_and_says_so(
+    kubernetes: Kubernetes, make_platform: PlatformFactory
+) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes")
+    sleeper = service("gone", "sleep 300", ["k8sgone/in"], ["k8sgone/out"], image=BUSYBOX, retries=0)
+    platform.catalog.apply([sleeper])
+    put_text(platform, "k8sgone/in/f.txt", "x")
+    _wait_until_running(kubernetes, "gone")
+    batch = _batch(kubernetes)
+    [name] = [
+        j.metadata.name
+        for j in batch.list_namespaced_job("default", label_selector=f"{manifest.SERVICE_LABEL}=gone").items
+    ]
+
+    batch.delete_namespaced_job(name, "default", propagation_policy="Background")
+
+    [job] = wait_for_jobs(platform, "gone", 1, timeout_s=30)
+    assert job.state in (JobState.FAILED, JobState.DEAD), job
+    assert "deleted outside Conveyor" in job.message, job.message
+
+
+def test_a_pod_nobody_can_schedule_fails_its_job_after_the_bound(
+    kubernetes: Kubernetes, make_platform: PlatformFactory
+) -> None:
+    settings = kubernetes.settings(unschedulable_timeout_s=2)
+    platform = make_platform(kubernetes=settings, backend="kubernetes")
+    huge = service("huge", "echo never", ["k8shuge/in"], ["k8shuge/out"], image=BUSYBOX, memory="4000Gi", retries=0)
+    platform.catalog.apply([huge])
+    put_text(platform, "k8shuge/in/g.txt", "x")
+
+    [job] = wait_for_jobs(platform, "huge", 1, timeout_s=30)
+
+    assert job.state in (JobState.FAILED, JobState.DEAD), job
+    assert "cannot be scheduled" in job.message and "Insufficient memory" in job.message, job.message
+    assert not _batch(kubernetes).list_namespaced_job("default", label_selector=f"{manifest.SERVICE_LABEL}=huge").items
+
+
+def test_the_staging_routes_want_the_jobs_own_token(kubernetes: Kubernetes, make_platform: PlatformFactory) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes")
+    sleeper = service("guarded", "sleep 300", ["k8sguard/in"], ["k8sguard/out"], image=BUSYBOX)
+    platform.catalog.apply([sleeper])
+    put_text(platform, "k8sguard/in/h.txt", "secret input")
+    _wait_until_running(kubernetes, "guarded")
+    [record] = [r for _, r in platform.ledger.list_jobs("guarded", limit=10)]
+    base = f"{platform.api_url}/conveyor/v1/jobs/{record.job_id}"
+    admin = (platform.credentials.admin_user, platform.credentials.admin_password)
+
+    assert httpx.get(f"{base}/input").status_code == 404
+    assert httpx.get(f"{base}/input", auth=admin).status_code == 404, "the admin's password is no job token"
+    assert httpx.get(f"{base}/input", headers={"Authorization": "Bearer nope"}).status_code == 404
+    assert httpx.post(f"{base}/outputs/x.txt", content=b"x", headers={"Authorization": "Bearer no"}).status_code == 404
+    [kube_job] = (
+        _batch(kubernetes).list_namespaced_job("default", label_selector=f"{manifest.SERVICE_LABEL}=guarded").items
+    )
+    [token] = [e.value for e in kube_job.spec.template.spec.init_containers[0].env if e.name == "CONVEYOR_TOKEN"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{base}/input", headers=bearer).content == b"secret input"
+    assert httpx.post(f"{base}/outputs/..%2Fescape", content=b"x", headers=bearer).status_code == 400
+    platform.jobs.cancel("guarded", [record.job_id])
+
+
+def test_kubernetes_check_reports_each_finding(kubernetes: Kubernetes, make_platform: PlatformFactory) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes")
+    good = KubernetesSettings.model_validate(kubernetes.settings())
+
+    report = check_cluster(good, platform.api_url, timeout_s=60)
+
+    assert report.ok, report
+    assert [f.what for f in report.findings] == ["API", "namespace", "RBAC", "probe"]
+    assert "Kubernetes v1.34" in report.findings[0].detail
+    assert f"reached {platform.api_url}" in report.findings[3].detail
+
+    missing = check_cluster(good.model_copy(update={"namespace": "nowhere"}), platform.api_url, timeout_s=10)
+    assert not missing.ok and "nowhere does not exist" in missing.findings[-1].detail, missing
+
+
+def test_the_kubernetes_check_command(kubernetes: Kubernetes, make_platform: PlatformFactory, tmp_path: Path) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes")
+    env = cli_environment(
+        tmp_path,
+        CONVEYOR_KUBERNETES__KUBECONFIG=str(kubernetes.kubeconfig),
+        CONVEYOR_KUBERNETES__HOST_NETWORK="true",
+        CONVEYOR_KUBERNETES__IMAGE_PULL_POLICY="Never",
+        CONVEYOR_KUBERNETES__API_URL=platform.api_url,
+    )
+
+    done = Cli(env, tmp_path)("kubernetes", "check", "--timeout", "60")
+
+    lines = done.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["ok API", "ok namespace", "ok RBAC", "ok probe"], done.stdout
+    refused = Cli(env | {"CONVEYOR_KUBERNETES__NAMESPACE": "nowhere"}, tmp_path)("kubernetes", "check", check=False)
+    assert refused.returncode == 1
+    assert "problem namespace: nowhere does not exist" in refused.stdout, refused.stdout
+
+
+def test_jobs_survive_an_api_server_restart(
+    kubernetes: Kubernetes, make_platform: PlatformFactory, tmp_path: Path
+) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes")
+    script = 'sleep 6; cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"; echo copied'
+    platform.catalog.apply([service("steady", script, ["k8ssteady/in"], ["k8ssteady/out"], image=BUSYBOX)])
+    put_text(platform, "k8ssteady/in/a.txt", "steady")
+    _wait_until_running(kubernetes, "steady")
+
+    kubernetes.restart_apiserver(down_s=3)
+
+    [job] = wait_for_jobs(platform, "steady", 1, timeout_s=90)
+    log = platform.jobs.read_log("steady", job.job_id) or ""
+    assert job.state == JobState.SUCCEEDED and job.attempt == 1, log
+    assert read_text(platform, "k8ssteady/out/a.txt", tmp_path) == "steady"
+    assert "copied" in log, log
+    assert platform.backends["kubernetes"].problem() is None
+
+
+def test_a_burst_waits_in_the_ledger_under_the_admission_limit(
+    kubernetes: Kubernetes, make_platform: PlatformFactory
+) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(max_pending_per_service=4), backend="kubernetes")
+    copy = 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"'
+    platform.catalog.apply([service("burst", copy, ["k8sburst/in"], ["k8sburst/out"], image=BUSYBOX)])
+    batch = _batch(kubernetes)
+    peak, stop = [0], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            jobs = batch.list_namespaced_job("default", label_selector=f"{manifest.SERVICE_LABEL}=burst").items
+            peak[0] = max(peak[0], sum(1 for job in jobs if not (job.status.conditions or [])))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.monotonic()
+    for index in range(20):
+        put_text(platform, f"k8sburst/in/{index:02}.txt", f"file {index}")
+    jobs = wait_for_jobs(platform, "burst", 20, timeout_s=240)
+    elapsed = time.monotonic() - started
+    stop.set()
+    sampler.join()
+
+    assert [job.state for job in jobs] == [JobState.SUCCEEDED] * 20
+    assert len(keys_under(platform, "k8sburst/out")) == 20
+    assert 1 <= peak[0] <= 4, f"at most 4 Jobs of the service in the cluster at once, saw {peak[0]}"
+    print(f"20 jobs, 4 at a time: {elapsed:.1f} s")
+
+
+def test_http_invocations_run_on_kubernetes(kubernetes: Kubernetes, make_platform: PlatformFactory) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(), backend="kubernetes")
+    script = 'tr a-z A-Z < "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/out.txt"; echo "event: $EVENT"'
+    platform.catalog.apply([service("shout", script, [], [], image=BUSYBOX)])
+    auth = (platform.credentials.admin_user, platform.credentials.admin_password)
+
+    answer = httpx.post(f"{platform.api_url}/run/shout", content=b"aGkgdGhlcmU=", auth=auth, timeout=90)
+
+    assert answer.status_code == 200, answer.text
+    assert base64.b64decode(answer.text) == b"HI THERE", "the one output file, base64, as OSCAR answers"
+    accepted = httpx.post(f"{platform.api_url}/job/shout", content=b"aGk=", auth=auth)
+    assert accepted.status_code == 201
+    record = wait_for_state(platform, accepted.headers["x-conveyor-job-id"], {"succeeded", "failed", "dead"}, 90)
+    log = platform.jobs.read_log("shout", record.job_id) or ""
+    assert record.state == JobState.SUCCEEDED and "event: aGk=" in log, log
