@@ -220,7 +220,8 @@ OSCAR_FIELDS_NOT_ACTED_ON: dict[str, str] = {
     "ephemeral_storage_request": "jobs use the data directory's disk",
     "enable_sgx": "no SGX device is requested",
     "image_prefetch": "images are pulled when the first job needs them",
-    "image_pull_secrets": "the engine's own credentials pull images",
+    "image_pull_secrets": "only the kubernetes backend gives them to its pods; elsewhere the engine's own "
+    "credentials pull images",
 }
 """OSCAR fields Conveyor keeps (and returns) but does not act on: `apply` warns once per field."""
 NO_SCRIPT = "OSCAR runs an exposed or model-serving service's image as a server; Conveyor does not"

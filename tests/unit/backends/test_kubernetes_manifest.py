@@ -124,6 +124,17 @@ def test_resources_gpu_and_the_cluster_settings(tmp_path: Path) -> None:
     assert pod["initContainers"][0]["image"] == "site/stager:1"
 
 
+def test_the_services_oscar_pull_secrets_labels_and_annotations_reach_the_pod(tmp_path: Path) -> None:
+    config = KubernetesSettings(image_pull_secrets=["regcred"])
+    job = _job(
+        tmp_path, config, image_pull_secrets=["team-cred", "regcred"], labels={"team": "bio"}, annotations={"a": "1"}
+    )
+    template = job["spec"]["template"]
+
+    assert template["spec"]["imagePullSecrets"] == [{"name": "regcred"}, {"name": "team-cred"}]
+    assert template["metadata"]["annotations"]["team"] == "bio" and template["metadata"]["annotations"]["a"] == "1"
+
+
 def test_file_stage_in_downloads_nothing(tmp_path: Path) -> None:
     pod = _job(tmp_path, file_stage_in=True)["spec"]["template"]["spec"]
     assert _env(pod["initContainers"][0])["CONVEYOR_INPUT"] == ""

@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from conveyor.model.event import iso_z
 from conveyor.model.job import JobSpec
+from conveyor.model.service import Service
 from conveyor.settings import KubernetesSettings
 from conveyor.supervisor import contract
 
@@ -166,6 +167,12 @@ def resources(spec: JobSpec) -> dict[str, dict[str, str]]:
     return {"requests": amounts, "limits": limits}
 
 
+def service_pull_secrets(service: Service) -> list[str]:
+    """OSCAR's `image_pull_secrets` of the service: names of Secrets in the namespace."""
+    given = (service.model_extra or {}).get("image_pull_secrets")
+    return [str(name) for name in given] if isinstance(given, list) else []
+
+
 def build_job(spec: JobSpec, config: KubernetesSettings, api_url: str, token: str, input_name: str) -> dict[str, Any]:
     """The batch/v1 Job that runs `spec` (a plain dict, as the API takes it)."""
     service = spec.service
@@ -227,8 +234,8 @@ def build_job(spec: JobSpec, config: KubernetesSettings, api_url: str, token: st
         pod_spec["nodeSelector"] = dict(config.node_selector)
     if config.tolerations:
         pod_spec["tolerations"] = list(config.tolerations)
-    if config.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": name} for name in config.image_pull_secrets]
+    if pull_secrets := [*config.image_pull_secrets, *service_pull_secrets(service)]:
+        pod_spec["imagePullSecrets"] = [{"name": name} for name in dict.fromkeys(pull_secrets)]
     if config.host_network:
         pod_spec["dnsPolicy"] = "ClusterFirstWithHostNet"
     return {
@@ -245,7 +252,8 @@ def build_job(spec: JobSpec, config: KubernetesSettings, api_url: str, token: st
             "activeDeadlineSeconds": service.timeout + config.time_margin_s,
             "ttlSecondsAfterFinished": config.ttl_s,
             "template": {
-                "metadata": {"labels": labels, "annotations": {JOB_ID_ANNOTATION: spec.job_id}},
+                # OSCAR's labels and annotations as annotations: label values have rules theirs may break
+                "metadata": {"labels": labels, "annotations": {**service.user_labels, JOB_ID_ANNOTATION: spec.job_id}},
                 "spec": pod_spec,
             },
         },
