@@ -28,7 +28,9 @@ RECIPE=1
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet etcd)
 
 die() { echo "build-kubernetes: $*" >&2; exit 1; }
-command -v go >/dev/null || die "go is missing"
+# Go's own installer puts it in /usr/local/go/bin, which a non-login root shell may not have on PATH.
+export PATH="$PATH:/usr/local/go/bin"
+command -v go >/dev/null || die "go is missing (1.24 or newer; https://go.dev/doc/install, or the distribution's golang package)"
 [[ "$K8S_VERSION" =~ ^v1\.([0-9]+)\.([0-9]+)$ ]] || die "K8S_VERSION must look like v1.34.4, not $K8S_VERSION"
 K8S_MINOR=${BASH_REMATCH[1]}
 STAGING_VERSION="v0.${K8S_MINOR}.${BASH_REMATCH[2]}"  # each k8s v1.y.z has staging tags v0.y.z
