@@ -15,9 +15,9 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
-from conveyor.model.job import JobHandle, JobSpec, JobStatus
+from conveyor.model.job import JobHandle, JobOutcome, JobSpec, JobState, JobStatus
 from conveyor.model.service import Service
 
 if TYPE_CHECKING:
@@ -65,6 +65,29 @@ class Resources:
     memory: int
     used_cpus: float
     used_memory: int
+
+
+class Tracked(Protocol):
+    """A job a backend follows until it ends: its outcome once it has one."""
+
+    outcome: JobOutcome | None
+
+
+def statuses_of(handles: list[JobHandle], tracked: dict[str, Any]) -> list[JobStatus]:
+    """For backends that record each job's end as it happens (a watch, a poller): running until the
+    job has an outcome, then that outcome once, after which the job is forgotten; unknown when not
+    followed. `tracked` maps job ids to Tracked entries; call it under the lock that guards it."""
+    statuses = []
+    for handle in handles:
+        entry: Tracked | None = tracked.get(handle.job_id)
+        if entry is None:
+            statuses.append(JobStatus(handle=handle, state=JobState.UNKNOWN))
+        elif entry.outcome is None:
+            statuses.append(JobStatus(handle=handle, state=JobState.RUNNING))
+        else:
+            del tracked[handle.job_id]
+            statuses.append(JobStatus(handle=handle, state=entry.outcome.state, outcome=entry.outcome))
+    return statuses
 
 
 class Backend(ABC):

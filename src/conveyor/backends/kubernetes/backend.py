@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-from conveyor.backends.base import Backend, BackendContext
-from conveyor.backends.kubernetes import manifest
+from conveyor.backends.base import Backend, BackendContext, statuses_of
+from conveyor.backends.kubernetes import connection, manifest
 from conveyor.errors import BackendUnavailable, SubmitError
 from conveyor.model.job import JobHandle, JobOutcome, JobSpec, JobState, JobStatus
 from conveyor.settings import KubernetesSettings
@@ -62,30 +62,12 @@ class KubernetesBackend(Backend):
 
     def __init__(self, config: KubernetesSettings, staging: RemoteStaging, api_url: str) -> None:
         super().__init__()
-        try:
-            from kubernetes import client
-            from kubernetes import config as kube_config
-        except ImportError as error:
-            raise BackendUnavailable(
-                "the Kubernetes backend needs the `kubernetes` client: pip install kubernetes==35.0.0"
-            ) from error
+        api_client = connection.api_client(config)  # BackendUnavailable names what to set
+        from kubernetes import client
 
         self.config = config
         self.staging = staging
         self.api_url = config.api_url or api_url
-        try:
-            if config.kubeconfig is not None:
-                api_client = kube_config.new_client_from_config(str(config.kubeconfig), context=config.context)
-            else:
-                try:
-                    kube_config.load_incluster_config()
-                    api_client = client.ApiClient()
-                except kube_config.ConfigException:
-                    api_client = kube_config.new_client_from_config(context=config.context)
-        except (kube_config.ConfigException, OSError) as error:
-            raise BackendUnavailable(
-                f"the Kubernetes backend found no cluster: {error}; set kubeconfig under [kubernetes]"
-            ) from error
         self._client = api_client
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
@@ -224,18 +206,8 @@ class KubernetesBackend(Backend):
         return JobHandle(job_id=job.job_id, backend=self.name, native_id=name)
 
     def status(self, handles: list[JobHandle]) -> list[JobStatus]:
-        statuses = []
         with self._lock:
-            for handle in handles:
-                tracked = self._jobs.get(handle.job_id)
-                if tracked is None:
-                    statuses.append(JobStatus(handle=handle, state=JobState.UNKNOWN))
-                elif tracked.outcome is None:
-                    statuses.append(JobStatus(handle=handle, state=JobState.RUNNING))
-                else:
-                    del self._jobs[handle.job_id]
-                    statuses.append(JobStatus(handle=handle, state=tracked.outcome.state, outcome=tracked.outcome))
-        return statuses
+            return statuses_of(handles, self._jobs)
 
     def cancel(self, handles: list[JobHandle]) -> list[bool]:
         answers, names = [], []

@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from conveyor.backends.kubernetes import connection
+from conveyor.errors import BackendUnavailable
 from conveyor.settings import KubernetesSettings
 
 NEEDED = (
@@ -49,7 +51,6 @@ class CheckReport(BaseModel):
 
 def check_cluster(config: KubernetesSettings, api_url: str | None, timeout_s: float = 120.0) -> CheckReport:
     from kubernetes import client
-    from kubernetes import config as kube_config
     from kubernetes.client.exceptions import ApiException
 
     findings: list[Finding] = []
@@ -59,16 +60,9 @@ def check_cluster(config: KubernetesSettings, api_url: str | None, timeout_s: fl
         return ok
 
     try:
-        if config.kubeconfig is not None:
-            api_client = kube_config.new_client_from_config(str(config.kubeconfig), context=config.context)
-        else:
-            try:
-                kube_config.load_incluster_config()
-                api_client = client.ApiClient()
-            except kube_config.ConfigException:
-                api_client = kube_config.new_client_from_config(context=config.context)
-    except (kube_config.ConfigException, OSError) as error:
-        note("kubeconfig", False, f"{error}; set kubeconfig under [kubernetes]")
+        api_client = connection.api_client(config)
+    except BackendUnavailable as error:
+        note("kubeconfig", False, str(error))
         return CheckReport(findings=findings)
     host = api_client.configuration.host
     try:

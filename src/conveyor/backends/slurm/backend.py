@@ -29,7 +29,7 @@ from typing import Self
 
 from pydantic import BaseModel
 
-from conveyor.backends.base import Backend, BackendContext
+from conveyor.backends.base import Backend, BackendContext, statuses_of
 from conveyor.backends.slurm.commands import QueueEntry, SlurmCommands, SlurmUnavailable
 from conveyor.backends.slurm.node import LOG_FILE, OUTCOME_FILE, NodeJob, member_log_name, read_outcome
 from conveyor.errors import BackendError, BackendUnavailable
@@ -187,18 +187,8 @@ class SlurmBackend(Backend):
         return JobHandle(job_id=job.job_id, backend=self.name, native_id=saved.native_id or "")
 
     def status(self, handles: list[JobHandle]) -> list[JobStatus]:
-        statuses = []
         with self._lock:
-            for handle in handles:
-                tracked = self._jobs.get(handle.job_id)
-                if tracked is None:
-                    statuses.append(JobStatus(handle=handle, state=JobState.UNKNOWN))
-                elif tracked.outcome is None:
-                    statuses.append(JobStatus(handle=handle, state=JobState.RUNNING))
-                else:
-                    del self._jobs[handle.job_id]
-                    statuses.append(JobStatus(handle=handle, state=tracked.outcome.state, outcome=tracked.outcome))
-        return statuses
+            return statuses_of(handles, self._jobs)
 
     def cancel(self, handles: list[JobHandle]) -> list[bool]:
         native_ids, answers = [], []
