@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from conveyor.backends.kubernetes import connection
+from conveyor.backends.kubernetes import connection, manifest
 from conveyor.errors import BackendUnavailable
 from conveyor.settings import KubernetesSettings
 
@@ -132,14 +132,7 @@ def _probe_job(config: KubernetesSettings, name: str, api_url: str) -> dict[str,
             }
         ],
     }
-    if config.service_account:
-        pod["serviceAccountName"] = config.service_account
-    if config.node_selector:
-        pod["nodeSelector"] = dict(config.node_selector)
-    if config.tolerations:
-        pod["tolerations"] = list(config.tolerations)
-    if config.image_pull_secrets:
-        pod["imagePullSecrets"] = [{"name": secret} for secret in config.image_pull_secrets]
+    pod.update(manifest.placement(config))
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -167,6 +167,21 @@ def resources(spec: JobSpec) -> dict[str, dict[str, str]]:
     return {"requests": amounts, "limits": limits}
 
 
+def placement(config: KubernetesSettings, pull_secrets: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """Where and as whom a pod runs, from the `[kubernetes]` settings: the same for a job's pod and
+    the probe of `conveyor kubernetes check`. `pull_secrets` come after the platform's own."""
+    fields: dict[str, Any] = {}
+    if config.service_account:
+        fields["serviceAccountName"] = config.service_account
+    if config.node_selector:
+        fields["nodeSelector"] = dict(config.node_selector)
+    if config.tolerations:
+        fields["tolerations"] = list(config.tolerations)
+    if secrets := list(dict.fromkeys([*config.image_pull_secrets, *pull_secrets])):
+        fields["imagePullSecrets"] = [{"name": name} for name in secrets]
+    return fields
+
+
 def service_pull_secrets(service: Service) -> list[str]:
     """OSCAR's `image_pull_secrets` of the service: names of Secrets in the namespace."""
     given = (service.model_extra or {}).get("image_pull_secrets")
@@ -228,14 +243,7 @@ def build_job(spec: JobSpec, config: KubernetesSettings, api_url: str, token: st
         "terminationGracePeriodSeconds": 5,
         "automountServiceAccountToken": bool(config.service_account),
     }
-    if config.service_account:
-        pod_spec["serviceAccountName"] = config.service_account
-    if config.node_selector:
-        pod_spec["nodeSelector"] = dict(config.node_selector)
-    if config.tolerations:
-        pod_spec["tolerations"] = list(config.tolerations)
-    if pull_secrets := [*config.image_pull_secrets, *service_pull_secrets(service)]:
-        pod_spec["imagePullSecrets"] = [{"name": name} for name in dict.fromkeys(pull_secrets)]
+    pod_spec.update(placement(config, service_pull_secrets(service)))
     if config.host_network:
         pod_spec["dnsPolicy"] = "ClusterFirstWithHostNet"
     return {
