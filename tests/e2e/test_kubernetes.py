@@ -124,14 +124,15 @@ def test_cancel_deletes_the_kubernetes_job(kubernetes: Kubernetes, make_platform
 
 def test_a_job_past_its_deadline_times_out(kubernetes: Kubernetes, make_platform: PlatformFactory) -> None:
     platform = make_platform(kubernetes=kubernetes.settings(time_margin_s=1), backend="kubernetes")
-    slow = service("slow", "echo begun; sleep 60", ["k8sslow/in"], ["k8sslow/out"], image=BUSYBOX, timeout=2)
+    # The deadline counts from the Job's start, staging and pod start included: room for the script to begin.
+    slow = service("slow", "echo begun; sleep 60", ["k8sslow/in"], ["k8sslow/out"], image=BUSYBOX, timeout=8)
     platform.catalog.apply([slow])
     put_text(platform, "k8sslow/in/d.txt", "x")
 
     [job] = wait_for_jobs(platform, "slow", 1, timeout_s=60)
 
     assert job.state == JobState.TIMED_OUT, (job, platform.jobs.read_log("slow", job.job_id))
-    assert "passed its deadline (3 s" in job.message
+    assert "passed its deadline (9 s" in job.message
     log = platform.jobs.read_log("slow", job.job_id) or ""
     assert "begun" in log, log
 
