@@ -15,6 +15,7 @@ from conveyor.settings import Settings
 from conveyor.storage.embedded import EmbeddedSeaweed, WebhookTarget
 from conveyor.storage.s3 import S3Credentials, S3Provider
 from tests.support.engines import Engine, build_busybox_image, run_dockerd, run_podman_service
+from tests.support.kubernetes import Kubernetes, run_kubernetes
 
 
 @pytest.fixture(autouse=True)
@@ -49,6 +50,13 @@ def s3(seaweedfs: EmbeddedSeaweed) -> Iterator[S3Provider]:
         yield provider
     finally:
         provider.close()
+
+
+@pytest.fixture(scope="session")
+def kubernetes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kubernetes]:
+    """One real single-node cluster for the session (scripts/kubernetes-up.sh), shared by the modules that ask."""
+    with run_kubernetes(tmp_path_factory.mktemp("kubernetes")) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

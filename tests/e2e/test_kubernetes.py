@@ -7,7 +7,6 @@ import base64
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,16 +19,10 @@ from conveyor.model.job import JobState
 from conveyor.settings import KubernetesSettings
 from tests.conftest import PlatformFactory
 from tests.support.cli import Cli, cli_environment
-from tests.support.kubernetes import BUSYBOX, Kubernetes, run_kubernetes
+from tests.support.kubernetes import BUSYBOX, Kubernetes
 from tests.support.platform import keys_under, put_text, read_text, service, wait_for_jobs, wait_for_state
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="session")
-def kubernetes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kubernetes]:
-    with run_kubernetes(tmp_path_factory.mktemp("kubernetes")) as cluster:
-        yield cluster
 
 
 def _batch(cluster: Kubernetes) -> client.BatchV1Api:
