@@ -353,3 +353,55 @@ def test_http_invocations_run_on_kubernetes(kubernetes: Kubernetes, make_platfor
     record = wait_for_state(platform, accepted.headers["x-conveyor-job-id"], {"succeeded", "failed", "dead"}, 90)
     log = platform.jobs.read_log("shout", record.job_id) or ""
     assert record.state == JobState.SUCCEEDED and "event: aGk=" in log, log
+
+
+@pytest.mark.parametrize(
+    ("namespace", "scopes"),
+    [
+        ("quota-foreseen", None),  # Conveyor reads the quota and holds the jobs back
+        ("quota-refused", ["NotBestEffort"]),  # a scope it does not model: the pods are refused, the jobs wait
+    ],
+)
+def test_a_full_resource_quota_makes_jobs_wait_not_fail(
+    kubernetes: Kubernetes, make_platform: PlatformFactory, namespace: str, scopes: list[str] | None
+) -> None:
+    core = client.CoreV1Api(config.new_client_from_config(str(kubernetes.kubeconfig)))
+    core.create_namespace({"metadata": {"name": namespace}})
+    quota = {"metadata": {"name": "one-pod"}, "spec": {"hard": {"pods": "1"}, **({"scopes": scopes} if scopes else {})}}
+    core.create_namespaced_resource_quota(namespace, quota)
+    _wait_for_service_account(core, namespace)
+    platform = make_platform(kubernetes=kubernetes.settings(namespace=namespace), backend="kubernetes")
+    script = 'sleep 2; cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"'
+    name = namespace.replace("-", "")
+    platform.catalog.apply([service(name, script, [f"{name}/in"], [f"{name}/out"], image=BUSYBOX)])
+    peak, stop = [0], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            pods = core.list_namespaced_pod(namespace).items
+            peak[0] = max(peak[0], sum(1 for pod in pods if pod.status.phase in ("Pending", "Running")))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    for index in range(3):
+        put_text(platform, f"{name}/in/{index}.txt", f"file {index}")
+    jobs = wait_for_jobs(platform, name, 3, timeout_s=180)
+    stop.set()
+    sampler.join()
+
+    logs = [platform.jobs.read_log(name, job.job_id) or "" for job in jobs]
+    assert [(job.state, job.attempt) for job in jobs] == [(JobState.SUCCEEDED, 1)] * 3, logs
+    assert len(keys_under(platform, f"{name}/out")) == 3
+    assert peak[0] == 1, "the quota admits one pod at a time"
+    if scopes:
+        waited = [log for log in logs if "exceeded quota" in log and "waits for room" in log]
+        assert waited, f"at least one pod was refused and its job waited: {logs}"
+
+
+def _wait_for_service_account(core: client.CoreV1Api, namespace: str) -> None:
+    """A new namespace's `default` service account comes from a controller, a moment later."""
+    deadline = time.monotonic() + 30
+    while not core.list_namespaced_service_account(namespace, field_selector="metadata.name=default").items:
+        assert time.monotonic() < deadline, f"no default service account in {namespace}"
+        time.sleep(0.2)

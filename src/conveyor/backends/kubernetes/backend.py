@@ -22,8 +22,9 @@ from urllib.parse import urlsplit
 
 from conveyor.backends.base import Backend, BackendContext, statuses_of
 from conveyor.backends.kubernetes import connection, manifest
+from conveyor.backends.kubernetes.quota import Quota, QuotaGate, is_quota_refusal, quotas_from_api
 from conveyor.errors import BackendUnavailable, SubmitError
-from conveyor.model.job import JobHandle, JobOutcome, JobSpec, JobState, JobStatus
+from conveyor.model.job import QUOTA, JobHandle, JobOutcome, JobSpec, JobState, JobStatus
 from conveyor.settings import KubernetesSettings
 from conveyor.supervisor.remote import RemoteStaging
 from conveyor.supervisor.run import JobLog
@@ -38,6 +39,14 @@ NEVER_PULLABLE = frozenset({"ErrImageNeverPull", "InvalidImageName"})
 """Waiting reasons that no wait can cure: the job fails at once."""
 PULLING = frozenset({"ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError", "CreateContainerError"})
 """Waiting reasons that may pass (a registry down, a Secret created late): the job fails after a bound."""
+NO_POD_CHECK_S = 5.0
+"""A Job without a pod this long has its events read (every this often): a quota may refuse its pod."""
+DELETED_WAIT_S = 30.0
+"""How long a submit waits for an earlier Job of the same name to be gone (one deleted for quota)."""
+
+
+class _QuotaRefused(Exception):
+    """Kubernetes refused the Job for a namespace's ResourceQuota (admission said "exceeded quota")."""
 
 
 @dataclass
@@ -54,6 +63,9 @@ class _Tracked:
     cancelled: bool = False
     concluding: bool = False
     outcome: JobOutcome | None = None
+    created_at: float = 0.0
+    has_pod: bool = False
+    events_read_at: float = 0.0
 
 
 class KubernetesBackend(Backend):
@@ -82,6 +94,7 @@ class KubernetesBackend(Backend):
         self._stopping = threading.Event()
         self._api_down_since: float | None = None
         self._pod_problems: dict[str, _PodProblem] = {}
+        self.quota = QuotaGate(self._read_quotas)
         self._threads = [
             threading.Thread(target=self._watch_jobs, name="kubernetes-jobs", daemon=True),
             threading.Thread(target=self._watch_pods, name="kubernetes-pods", daemon=True),
@@ -121,16 +134,32 @@ class KubernetesBackend(Backend):
     def can_accept(self, job: JobSpec) -> bool:
         with self._lock:
             mine = sum(1 for t in self._jobs.values() if t.spec.service.name == job.service.name and not t.outcome)
-        return mine < self.config.max_pending_per_service
+        if mine >= self.config.max_pending_per_service:
+            return False
+        return self.quota.shortfall(manifest.quota_usage(job)) is None
+
+    def _read_quotas(self) -> list[Quota]:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            listing = self.core.list_namespaced_resource_quota(self.config.namespace, _request_timeout=5)
+        except ApiException as error:
+            if error.status == 403:
+                raise PermissionError(_reason(error)) from error
+            raise
+        return quotas_from_api(listing.items)
 
     def submit(self, job: JobSpec) -> JobHandle:
         token = self.staging.open_job(job)
         body = manifest.build_job(job, self.config, self.api_url, token, self.staging.input_name(job))
-        tracked = _Tracked(spec=job, name=body["metadata"]["name"])
+        tracked = _Tracked(spec=job, name=body["metadata"]["name"], created_at=time.monotonic())
         with self._lock:
             self._jobs[job.job_id] = tracked  # before the Job exists: the watch may see its end at once
         try:
             self._create(job, body)
+        except _QuotaRefused as refusal:
+            self.staging.close_job(job.job_id)
+            self._wait_for_quota(tracked, f"Kubernetes refused Job {tracked.name}: {refusal}")
         except Exception:
             with self._lock:
                 self._jobs.pop(job.job_id, None)
@@ -151,15 +180,12 @@ class KubernetesBackend(Backend):
                 except ApiException as error:
                     if error.status != 409:
                         raise
-            try:
-                created = self.batch.create_namespaced_job(namespace, body, _request_timeout=30)
-            except ApiException as error:
-                if error.status != 409:  # 409: it exists (an earlier submit that did not hear back)
-                    raise
-                created = self.batch.read_namespaced_job(name, namespace, _request_timeout=30)
+            created = self._create_job(body)
         except ApiException as error:
             if secret is not None:
                 self._delete_secret(name)
+            if is_quota_refusal(error.status, error.body):
+                raise _QuotaRefused(_reason(error)) from error
             raise SubmitError(f"Kubernetes refused Job {name}: {_reason(error)}") from error
         except Exception as error:
             raise SubmitError(f"creating Job {name} failed: {error}") from error
@@ -177,6 +203,42 @@ class KubernetesBackend(Backend):
                 )
             except ApiException as error:
                 log.warning("Secret %s stays until the job ends: %s", name, _reason(error))
+
+    def _create_job(self, body: dict[str, Any]) -> Any:
+        """Create the Job; one of that name that exists is an earlier submit that did not hear back,
+        unless it is being deleted (for quota): then wait until it is gone and create it anew."""
+        from kubernetes.client.exceptions import ApiException
+
+        name, namespace = body["metadata"]["name"], self.config.namespace
+        deadline = time.monotonic() + DELETED_WAIT_S
+        while True:
+            try:
+                return self.batch.create_namespaced_job(namespace, body, _request_timeout=30)
+            except ApiException as error:
+                if error.status != 409:
+                    raise
+            try:
+                found = self.batch.read_namespaced_job(name, namespace, _request_timeout=30)
+            except ApiException as error:
+                if error.status == 404:
+                    continue
+                raise
+            if found.metadata.deletion_timestamp is None or time.monotonic() > deadline:
+                return found
+            time.sleep(0.2)
+
+    def _wait_for_quota(self, tracked: _Tracked, message: str) -> None:
+        """The job goes back to the queue, waiting (not an attempt); no more Jobs until the quota has room."""
+        log.info("%s; the job waits for room", message)
+        self.quota.refused(message)
+        JobLog(Path(tracked.spec.log_path), tracked.spec.service.log_level).write(
+            "WARNING", f"{message}; the job waits for room in the namespace's quota"
+        )
+        with self._lock:
+            tracked.outcome = JobOutcome(
+                state=JobState.FAILED, failure="unavailable", waiting_for=QUOTA, message=f"{message}; it waits"
+            )
+        self._listener()
 
     def _delete_secret(self, name: str) -> None:
         from kubernetes.client.exceptions import ApiException
@@ -199,7 +261,7 @@ class KubernetesBackend(Backend):
                 return None
             raise
         self.staging.open_job(job)
-        tracked = _Tracked(spec=job, name=name)
+        tracked = _Tracked(spec=job, name=name, created_at=time.monotonic())
         with self._lock:
             self._jobs[job.job_id] = tracked
         self._seen(found)
@@ -351,6 +413,7 @@ class KubernetesBackend(Backend):
             if tracked is None or tracked.outcome or tracked.concluding:
                 self._pod_problems.pop(job_id, None)
                 return
+            tracked.has_pod = True
         problem = self._problem_of(pod, tracked)
         with self._lock:
             if problem is None:
@@ -390,8 +453,10 @@ class KubernetesBackend(Backend):
         return None
 
     def _sweep(self) -> None:
-        """Fail the jobs whose pods have been stuck longer than their bound."""
+        """Fail the jobs whose pods have been stuck longer than their bound; send back to the queue
+        the jobs whose pods a quota refused."""
         now = time.monotonic()
+        self._requeue_refused_by_quota(now)
         with self._lock:
             due = [(job_id, p) for job_id, p in self._pod_problems.items() if now - p.since >= p.bound_s]
             stuck = []
@@ -411,6 +476,51 @@ class KubernetesBackend(Backend):
             _append(tracked.spec, [], f"job {tracked.outcome.state}: {tracked.outcome.message}", "ERROR")
         if stuck:
             self._listener()
+
+    def _requeue_refused_by_quota(self, now: float) -> None:
+        """Jobs that have had no pod for NO_POD_CHECK_S: the Job controller's events say whether a
+        quota refused the pod; such a Job is deleted (its deadline would run on) and the job waits."""
+        with self._lock:
+            podless = [
+                tracked
+                for tracked in self._jobs.values()
+                if not (tracked.has_pod or tracked.outcome or tracked.concluding)
+                and now - tracked.created_at >= NO_POD_CHECK_S
+                and now - tracked.events_read_at >= NO_POD_CHECK_S
+            ]
+            for tracked in podless:
+                tracked.events_read_at = now
+        for tracked in podless:
+            refusal = self._quota_refusal_of(tracked.name)
+            if refusal is None:
+                continue
+            with self._lock:
+                if tracked.has_pod or tracked.outcome or tracked.concluding:
+                    continue
+                tracked.concluding = True
+            self.staging.close_job(tracked.spec.job_id)
+            self._delete(tracked.name)
+            if manifest.secret_name(tracked.spec) is not None:
+                self._delete_secret(tracked.name)
+            with self._lock:
+                tracked.concluding = False
+            self._wait_for_quota(tracked, f"the pod of Kubernetes Job {tracked.name} was refused: {refusal}")
+
+    def _quota_refusal_of(self, name: str) -> str | None:
+        """The message of the Job controller's latest FailedCreate event for quota, if any."""
+        try:
+            events = self.core.list_namespaced_event(
+                self.config.namespace,
+                field_selector=f"involvedObject.kind=Job,involvedObject.name={name},reason=FailedCreate",
+                _request_timeout=10,
+            ).items
+        except Exception as error:
+            log.debug("reading the events of Job %s failed: %s", name, error)
+            return None
+        for event in sorted(events, key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp):
+            if "exceeded quota" in (event.message or ""):
+                return event.message
+        return None
 
     def _delete(self, name: str) -> None:
         from kubernetes.client.exceptions import ApiException

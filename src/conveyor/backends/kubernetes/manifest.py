@@ -15,9 +15,11 @@ import hashlib
 import json
 import math
 import re
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
+from conveyor.backends.kubernetes import quota
 from conveyor.model.event import iso_z
 from conveyor.model.job import JobSpec
 from conveyor.model.service import Service
@@ -42,6 +44,9 @@ INPUT_DIR = f"{WORK}/input"
 OUTPUT_DIR = f"{WORK}/output"
 SCRIPT = f"{WORK}/script.sh"
 EXIT_FILE = f"{WORK}/exit"
+
+STAGER_RESOURCES = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}}
+"""The stage-in and stage-out containers' (busybox sh + wget)."""
 
 _AUTH = '--header "Authorization: Bearer $CONVEYOR_TOKEN"'
 
@@ -167,6 +172,12 @@ def resources(spec: JobSpec) -> dict[str, dict[str, str]]:
     return {"requests": amounts, "limits": limits}
 
 
+def quota_usage(spec: JobSpec) -> dict[str, Decimal]:
+    """What the job's pod counts against a namespace's ResourceQuotas (see build_job's containers)."""
+    stager = {"resources": STAGER_RESOURCES}
+    return quota.pod_usage([{"resources": resources(spec)}, stager], [stager])
+
+
 def placement(config: KubernetesSettings, pull_secrets: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """Where and as whom a pod runs, from the `[kubernetes]` settings: the same for a job's pod and
     the probe of `conveyor kubernetes check`. `pull_secrets` come after the platform's own."""
@@ -204,7 +215,6 @@ def build_job(spec: JobSpec, config: KubernetesSettings, api_url: str, token: st
     ]
     work_mount = [{"name": "work", "mountPath": WORK}]
     pull = {"imagePullPolicy": config.image_pull_policy} if config.image_pull_policy else {}
-    small = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}}
     containers = [
         {
             "name": SCRIPT_CONTAINER,
@@ -220,7 +230,7 @@ def build_job(spec: JobSpec, config: KubernetesSettings, api_url: str, token: st
             "image": config.stager_image,
             "command": ["/bin/sh", "-c", STAGE_OUT],
             "env": stager_env,
-            "resources": small,
+            "resources": STAGER_RESOURCES,
             "volumeMounts": work_mount,
             **pull,
         },
@@ -230,7 +240,7 @@ def build_job(spec: JobSpec, config: KubernetesSettings, api_url: str, token: st
         "image": config.stager_image,
         "command": ["/bin/sh", "-c", STAGE_IN],
         "env": [*stager_env, {"name": "CONVEYOR_INPUT", "value": staged_input}],
-        "resources": small,
+        "resources": STAGER_RESOURCES,
         "volumeMounts": work_mount,
         **pull,
     }
