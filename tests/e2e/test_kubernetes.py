@@ -16,11 +16,20 @@ from kubernetes import client, config
 from conveyor.backends.kubernetes import manifest
 from conveyor.backends.kubernetes.check import check_cluster
 from conveyor.model.job import JobState
+from conveyor.platform.platform import Platform
 from conveyor.settings import KubernetesSettings
 from tests.conftest import PlatformFactory
 from tests.support.cli import Cli, cli_environment
 from tests.support.kubernetes import BUSYBOX, Kubernetes
-from tests.support.platform import keys_under, put_text, read_text, service, wait_for_jobs, wait_for_state
+from tests.support.platform import (
+    keys_under,
+    put_text,
+    read_text,
+    service,
+    wait_for_jobs,
+    wait_for_queued,
+    wait_for_state,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -405,3 +414,111 @@ def _wait_for_service_account(core: client.CoreV1Api, namespace: str) -> None:
     while not core.list_namespaced_service_account(namespace, field_selector="metadata.name=default").items:
         assert time.monotonic() < deadline, f"no default service account in {namespace}"
         time.sleep(0.2)
+
+
+def _hold_and_queue(cluster: Kubernetes, platform: Platform, name: str, files: dict[str, str]) -> None:
+    """A first upload takes the service's one Job slot (its script sleeps); `files` queue behind it."""
+    put_text(platform, f"{name}/in/first.txt", "first")
+    _wait_until_running(cluster, name)
+    for file, text in files.items():
+        put_text(platform, f"{name}/in/{file}", text)
+    wait_for_queued(platform, name, len(files))
+
+
+def test_a_batch_runs_as_one_job_each_input_with_its_own_outcome(
+    kubernetes: Kubernetes, make_platform: PlatformFactory, tmp_path: Path
+) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(max_pending_per_service=1), backend="kubernetes")
+    script = (
+        'case "$INPUT_FILE_PATH" in *first*) sleep 4;; *bad*) echo "no good: $STORAGE_OBJECT_KEY"; exit 3;; esac\n'
+        'tr a-z A-Z < "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH")"; echo "did $JOB_UUID"'
+    )
+    batch = {"max_files": 10, "mode": "each"}
+    platform.catalog.apply([service("k8sbatch", script, ["k8sbatch/in"], ["k8sbatch/out"], image=BUSYBOX, batch=batch)])
+    files = {f"f{index}.txt": f"text {index}" for index in range(5)} | {"bad.txt": "bad"}
+    _hold_and_queue(kubernetes, platform, "k8sbatch", files)
+
+    jobs = wait_for_jobs(platform, "k8sbatch", 7, timeout_s=120)
+
+    by_key = {job.trigger.ref.key: job for job in jobs if job.trigger}
+    assert by_key["in/bad.txt"].state == JobState.FAILED and by_key["in/bad.txt"].exit_code == 3
+    assert [by_key[f"in/{file}"].state for file in files if file != "bad.txt"] == [JobState.SUCCEEDED] * 5
+    for file, text in files.items():
+        if file != "bad.txt":
+            assert read_text(platform, f"k8sbatch/out/{file}", tmp_path) == text.upper()
+            job = by_key[f"in/{file}"]
+            assert [o.ref.key for o in job.outputs] == [f"out/{file}"], "each input's output on its own job"
+            log = platform.jobs.read_log("k8sbatch", job.job_id) or ""
+            assert f"did {job.job_id}" in log, log
+    bad_log = platform.jobs.read_log("k8sbatch", by_key["in/bad.txt"].job_id) or ""
+    assert "no good: in/bad.txt" in bad_log and "did " not in bad_log, bad_log
+    names = {
+        job.metadata.name
+        for job in _batch(kubernetes)
+        .list_namespaced_job("default", label_selector=f"{manifest.SERVICE_LABEL}=k8sbatch")
+        .items
+    }
+    assert len(names) == 2, f"the first upload alone, then one Job for the six queued inputs: {names}"
+
+
+def test_a_directory_batch_runs_the_script_once_in_one_job(
+    kubernetes: Kubernetes, make_platform: PlatformFactory, tmp_path: Path
+) -> None:
+    platform = make_platform(kubernetes=kubernetes.settings(max_pending_per_service=1), backend="kubernetes")
+    script = (
+        'case "$INPUT_FILE_PATH" in *first*) sleep 4;; esac\n'
+        'printf "%s\\n" "$INPUT_FILE_PATHS" | while read -r f; do cp "$f" "$TMP_OUTPUT_DIR/"; done; echo run'
+    )
+    batch = {"max_files": 10, "mode": "directory"}
+    platform.catalog.apply([service("k8sdir", script, ["k8sdir/in"], ["k8sdir/out"], image=BUSYBOX, batch=batch)])
+    files = {f"f{index}.txt": f"text {index}" for index in range(4)}
+    _hold_and_queue(kubernetes, platform, "k8sdir", files)
+
+    jobs = wait_for_jobs(platform, "k8sdir", 5, timeout_s=120)
+
+    assert {job.state for job in jobs} == {JobState.SUCCEEDED}
+    assert keys_under(platform, "k8sdir/out") == sorted(f"out/{name}" for name in ["first.txt", *files])
+    assert read_text(platform, "k8sdir/out/f2.txt", tmp_path) == "text 2"
+    leads = [job for job in jobs if job.trigger and job.trigger.ref.key != "in/first.txt" and job.outputs]
+    assert len(leads) == 1 and len(leads[0].outputs) == 4, "the batch's outputs are recorded on the job that led it"
+
+
+def test_a_200_file_burst_waits_in_the_ledger_not_as_pending_pods(
+    kubernetes: Kubernetes, make_platform: PlatformFactory
+) -> None:
+    """Pods no node may take (a node selector nobody matches) stay Pending: what the cluster holds
+    is only what admission let through; the rest waits in the ledger and follows as Jobs end."""
+    settings = kubernetes.settings(max_pending_per_service=10, node_selector={"conveyor-test": "nowhere"})
+    platform = make_platform(kubernetes=settings, backend="kubernetes")
+    platform.catalog.apply([service("flood", "true", ["k8sflood/in"], [], image=BUSYBOX)])
+    batch = _batch(kubernetes)
+
+    def jobs_in_cluster() -> set[str]:
+        found = batch.list_namespaced_job("default", label_selector=f"{manifest.SERVICE_LABEL}=flood").items
+        return {job.metadata.name for job in found if job.metadata.deletion_timestamp is None}
+
+    def settle(jobs: int, queued: int) -> set[str]:
+        deadline = time.monotonic() + 60
+        while True:
+            names, counts = jobs_in_cluster(), platform.ledger.count_jobs("flood").get("flood", {})
+            if len(names) == jobs and counts.get(JobState.QUEUED, 0) == queued:
+                return names
+            assert time.monotonic() < deadline, f"{len(names)} Jobs, ledger {counts}"
+            time.sleep(0.2)
+
+    for index in range(200):
+        put_text(platform, f"k8sflood/in/{index:03}.txt", "x")
+    first = settle(10, 190)
+    for _ in range(10):  # it stays so
+        assert len(jobs_in_cluster()) <= 10
+        time.sleep(0.2)
+    running = [r.job_id for _, r in platform.ledger.list_jobs("flood", limit=1000) if r.state == JobState.RUNNING]
+    platform.jobs.cancel("flood", running)
+    second = settle(10, 180)
+
+    assert not first & second, "ten Jobs ended (cancelled), ten queued jobs took their place"
+    platform.jobs.cancel("flood", queued=True)
+    running = [r.job_id for _, r in platform.ledger.list_jobs("flood", limit=1000) if r.state == JobState.RUNNING]
+    platform.jobs.cancel("flood", running)
+    jobs = wait_for_jobs(platform, "flood", 200, timeout_s=60)
+    assert {job.state for job in jobs} == {JobState.CANCELLED}

@@ -170,7 +170,7 @@ class Supervisor:
                 members[member.job_id] = _not_started(spec)
             else:
                 members[member.job_id] = self._attempt(member, lambda log, m=member: run_one(m, log))
-        return _batch_outcome(members)
+        return batch_outcome(members)
 
     def _run_directory(self, spec: JobSpec, stop: threading.Event) -> JobOutcome:
         """The script once for every input, all of them in one input directory."""
@@ -193,7 +193,7 @@ class Supervisor:
                 return _not_started(spec)
             env = staged[0][1]
             env[contract.INPUT_FILE_PATHS] = "\n".join(vars_[contract.INPUT_FILE_PATH] for _, vars_ in staged)
-            env[contract.EVENT] = _batch_event([member for member, _ in staged]) or env.get(contract.EVENT, "")
+            env[contract.EVENT] = batch_event([member for member, _ in staged]) or env.get(contract.EVENT, "")
             env[contract.TMP_INPUT_DIR] = str(input_dir)
             env[contract.TMP_OUTPUT_DIR] = str(output_dir)
             deepest = spec.model_copy(update={"depth": max(member.depth for member, _ in staged)})
@@ -204,9 +204,9 @@ class Supervisor:
         for member in spec.inputs:
             if member.job_id not in members:
                 members[member.job_id] = (
-                    outcome if member.job_id == owner else _shared(outcome, owner, len(spec.inputs))
+                    outcome if member.job_id == owner else shared_outcome(outcome, owner, len(spec.inputs))
                 )
-        return _batch_outcome(members)
+        return batch_outcome(members)
 
     def _stage_in_batch(
         self, spec: JobSpec, input_dir: Path, log: JobLog, failed: dict[str, JobOutcome]
@@ -337,7 +337,7 @@ def _not_started(batch: JobSpec) -> JobOutcome:
     )
 
 
-def _shared(outcome: JobOutcome, owner: str, inputs: int) -> JobOutcome:
+def shared_outcome(outcome: JobOutcome, owner: str, inputs: int) -> JobOutcome:
     """A job's part of a run it shared: the run's state; the outputs stay recorded on job `owner`."""
     return outcome.model_copy(
         update={
@@ -349,7 +349,7 @@ def _shared(outcome: JobOutcome, owner: str, inputs: int) -> JobOutcome:
     )
 
 
-def _batch_outcome(members: dict[str, JobOutcome]) -> JobOutcome:
+def batch_outcome(members: dict[str, JobOutcome]) -> JobOutcome:
     failed = [outcome for outcome in members.values() if outcome.state != JobState.SUCCEEDED]
     return JobOutcome(
         state=failed[0].state if failed else JobState.SUCCEEDED,
@@ -359,7 +359,7 @@ def _batch_outcome(members: dict[str, JobOutcome]) -> JobOutcome:
     )
 
 
-def _batch_event(inputs: list[JobSpec]) -> str | None:
+def batch_event(inputs: list[JobSpec]) -> str | None:
     """`$EVENT` for a batch: one notification with a record per input, as S3 may send; None when too big."""
     events = [member.event for member in inputs if member.event is not None]
     if not events:

@@ -24,10 +24,11 @@ from conveyor.backends.base import Backend, BackendContext, statuses_of
 from conveyor.backends.kubernetes import connection, manifest
 from conveyor.backends.kubernetes.quota import Quota, QuotaGate, is_quota_refusal, quotas_from_api
 from conveyor.errors import BackendUnavailable, SubmitError
+from conveyor.model.event import ObjectInfo
 from conveyor.model.job import QUOTA, JobHandle, JobOutcome, JobSpec, JobState, JobStatus
 from conveyor.settings import KubernetesSettings
 from conveyor.supervisor.remote import RemoteStaging
-from conveyor.supervisor.run import JobLog
+from conveyor.supervisor.run import JobLog, batch_outcome, shared_outcome
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,9 @@ class _Tracked:
 class KubernetesBackend(Backend):
     name = "kubernetes"
     full_per_service = True
+    runs_batches = True
+    """A batch is one Job: one pod stages every input, runs the script per input (or once, mode
+    `directory`) and stores each input's outputs under that input's job."""
 
     def __init__(self, config: KubernetesSettings, staging: RemoteStaging, api_url: str) -> None:
         super().__init__()
@@ -151,21 +155,29 @@ class KubernetesBackend(Backend):
 
     def submit(self, job: JobSpec) -> JobHandle:
         token = self.staging.open_job(job)
-        body = manifest.build_job(job, self.config, self.api_url, token, self.staging.input_name(job))
+        members = [
+            manifest.BatchInput(member, self.staging.open_job(member), self.staging.input_name(member))
+            for member in job.batch
+        ]
+        body = manifest.build_job(job, self.config, self.api_url, token, self.staging.input_name(job), members)
         tracked = _Tracked(spec=job, name=body["metadata"]["name"], created_at=time.monotonic())
         with self._lock:
             self._jobs[job.job_id] = tracked  # before the Job exists: the watch may see its end at once
         try:
             self._create(job, body)
         except _QuotaRefused as refusal:
-            self.staging.close_job(job.job_id)
+            self._close_staging(job)
             self._wait_for_quota(tracked, f"Kubernetes refused Job {tracked.name}: {refusal}")
         except Exception:
             with self._lock:
                 self._jobs.pop(job.job_id, None)
-            self.staging.close_job(job.job_id)
+            self._close_staging(job)
             raise
         return JobHandle(job_id=job.job_id, backend=self.name, native_id=tracked.name)
+
+    def _close_staging(self, job: JobSpec) -> dict[str, list[ObjectInfo]]:
+        """No more staging for the job and the rest of its batch; the outputs each one's pod stored."""
+        return {member.job_id: self.staging.close_job(member.job_id) for member in job.inputs}
 
     def _create(self, job: JobSpec, body: dict[str, Any]) -> None:
         """The Secret (when the service has secrets), then the Job, which then owns the Secret."""
@@ -284,7 +296,7 @@ class KubernetesBackend(Backend):
                 answers.append(True)
                 names.append(tracked)
         for tracked in names:
-            self.staging.close_job(tracked.spec.job_id)
+            self._close_staging(tracked.spec)
             parts = self._script_log_so_far(tracked.name)
             self._delete(tracked.name)
             _append(tracked.spec, parts, f"cancelled on request: Job {tracked.name} deleted", "WARNING")
@@ -402,7 +414,7 @@ class KubernetesBackend(Backend):
             if tracked.concluding or tracked.outcome:
                 return
             tracked.outcome = _failed(f"Kubernetes Job {tracked.name} was deleted outside Conveyor; it runs again")
-        self.staging.close_job(tracked.spec.job_id)
+        self._close_staging(tracked.spec)
         _append(tracked.spec, [], tracked.outcome.message, "ERROR")
         self._listener()
 
@@ -470,7 +482,7 @@ class KubernetesBackend(Backend):
                 tracked.outcome = _failed(message)
                 stuck.append(tracked)
         for tracked in stuck:
-            self.staging.close_job(tracked.spec.job_id)
+            self._close_staging(tracked.spec)
             self._delete(tracked.name)
             assert tracked.outcome is not None
             _append(tracked.spec, [], f"job {tracked.outcome.state}: {tracked.outcome.message}", "ERROR")
@@ -498,7 +510,7 @@ class KubernetesBackend(Backend):
                 if tracked.has_pod or tracked.outcome or tracked.concluding:
                     continue
                 tracked.concluding = True
-            self.staging.close_job(tracked.spec.job_id)
+            self._close_staging(tracked.spec)
             self._delete(tracked.name)
             if manifest.secret_name(tracked.spec) is not None:
                 self._delete_secret(tracked.name)
@@ -551,7 +563,8 @@ class KubernetesBackend(Backend):
             elif text.strip() and (kind != "Complete" or container == manifest.STAGE_OUT_CONTAINER):
                 parts.append(b"--- " + container.encode() + b" ---\n" + text)
         response = self.staging.response(tracked.spec.job_id, script_output) if tracked.spec.sync else None
-        outputs = self.staging.close_job(tracked.spec.job_id)
+        stored = self._close_staging(tracked.spec)
+        outputs = stored[tracked.spec.job_id]
         started, finished = job.status.start_time, job.status.completion_time or _condition_time(job)
         where = f"Kubernetes Job {tracked.name}"
         if kind == "Complete":
@@ -594,6 +607,8 @@ class KubernetesBackend(Backend):
             "INFO" if outcome.state == JobState.SUCCEEDED else "ERROR",
             first=f"job {tracked.spec.job_id} (attempt {tracked.spec.attempt}) ran as {where}",
         )
+        if tracked.spec.batch:
+            return _batch_outcome(tracked.spec, outcome, stored, script_output, where)
         return outcome
 
     def _script_log_so_far(self, name: str) -> list[bytes]:
@@ -624,6 +639,66 @@ class KubernetesBackend(Backend):
         except ApiException as error:
             return f"(the log of container {container} could not be read: {_reason(error)})\n".encode()
         return text.encode() if isinstance(text, str) else bytes(text)
+
+
+def _batch_outcome(
+    spec: JobSpec, run: JobOutcome, stored: dict[str, list[ObjectInfo]], script_output: bytes, where: str
+) -> JobOutcome:
+    """Each input's outcome of a batch's Job. Mode `each`: from the exit code the wrapper printed for
+    it (manifest.RUN_EACH); an input it never reached, or one whose run ended with the Job, shares the
+    Job's failure. Mode `directory`: the run's outcome, its outputs recorded on the lead job."""
+    if spec.service.batch is not None and spec.service.batch.mode == "directory":
+        members = {spec.job_id: run}
+        for member in spec.batch:
+            members[member.job_id] = shared_outcome(run, spec.job_id, len(spec.inputs))
+            note = f"ran in one batch with job {spec.job_id} as {where}: its log has the script output"
+            _append(member, [], note, "INFO")
+        return batch_outcome(members)
+    codes, parts = _split_batch_log(script_output, len(spec.inputs))
+    members = {}
+    for index, member in enumerate(spec.inputs):
+        code = codes.get(index)
+        if code == 0 and run.state == JobState.SUCCEEDED:
+            own = JobOutcome(
+                state=JobState.SUCCEEDED, exit_code=0, message=f"{len(stored[member.job_id])} output(s) stored"
+            )
+            own.outputs = stored[member.job_id]
+        elif code not in (None, 0):
+            message = f"the script exited with code {code}; nothing was uploaded"
+            own = JobOutcome(state=JobState.FAILED, failure="script", exit_code=code, message=message)
+        else:
+            own = run.model_copy(update={"outputs": stored[member.job_id], "exit_code": code})
+        own.started_at, own.finished_at = run.started_at, run.finished_at
+        members[member.job_id] = own
+        if index:
+            first = f"job {member.job_id} ran as input {index} of a batch led by job {spec.job_id}, as {where}"
+            level = "INFO" if own.state == JobState.SUCCEEDED else "ERROR"
+            _append(member, [parts.get(index, b"")], f"job {own.state}: {own.message}", level, first=first)
+    return batch_outcome(members)
+
+
+def _split_batch_log(output: bytes, inputs: int) -> tuple[dict[int, int], dict[int, bytes]]:
+    """The exit code and the log of each input, from the marks manifest.RUN_EACH prints."""
+    mark = manifest.BATCH_MARK.encode() + b" "
+    codes: dict[int, int] = {}
+    parts: dict[int, list[bytes]] = {}
+    current: int | None = None
+    for line in output.splitlines(keepends=True):
+        if line.startswith(mark):
+            words = line[len(mark) :].split()
+            if len(words) >= 2 and words[0].isdigit() and int(words[0]) < inputs:
+                index = int(words[0])
+                if words[1] == b"start":
+                    current = index
+                    parts.setdefault(index, [])
+                    continue
+                if words[1] == b"exit" and len(words) == 3 and words[2].lstrip(b"-").isdigit():
+                    codes[index] = int(words[2])
+                    current = None
+                    continue
+        if current is not None:
+            parts[current].append(line)
+    return codes, {index: b"".join(lines) for index, lines in parts.items()}
 
 
 @dataclass

@@ -15,6 +15,9 @@ import hashlib
 import json
 import math
 import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -25,6 +28,7 @@ from conveyor.model.job import JobSpec
 from conveyor.model.service import Service
 from conveyor.settings import KubernetesSettings
 from conveyor.supervisor import contract
+from conveyor.supervisor.run import batch_event
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "conveyor"
@@ -83,6 +87,64 @@ done < {WORK}/outputs.list
 echo "stage-out: $count file(s) uploaded"
 """
 """The second container: waits for the script's end, uploads what it left (only on success)."""
+
+BATCH_MARK = "### conveyor batch input"
+"""Lines the batch wrapper prints around each input's run, so the script's log splits by input."""
+
+STAGE_IN_BATCH = f"""set -e
+mkdir -p {INPUT_DIR} {OUTPUT_DIR}
+chmod 777 {INPUT_DIR} {OUTPUT_DIR}
+wget -q -O {SCRIPT} {_AUTH} "$CONVEYOR_JOB_URL/script"
+printf '%s\\n' "$CONVEYOR_BATCH" | while read -r id token path; do
+  if [ -z "$path" ]; then continue; fi
+  mkdir -p "${{path%/*}}"
+  wget -q -O "$path" --header "Authorization: Bearer $token" "$CONVEYOR_JOBS_URL/$id/input"
+done
+echo "stage-in: done ($CONVEYOR_BATCH_SIZE inputs)"
+"""
+"""A batch's init container: the script, then every input (CONVEYOR_BATCH: a line per input with its
+job id, token and path in the pod)."""
+
+RUN_EACH = f"""i=0
+while [ "$i" -lt "$CONVEYOR_BATCH_SIZE" ]; do
+  out={OUTPUT_DIR}/$i
+  mkdir -p "$out" && chmod 777 "$out"
+  echo "{BATCH_MARK} $i start"
+  (eval "eval \\"\\$CONVEYOR_INPUT_$i\\""; TMP_OUTPUT_DIR=$out; export TMP_OUTPUT_DIR; /bin/sh {SCRIPT})
+  code=$?
+  echo "$code" > {WORK}/exit.$i
+  echo "{BATCH_MARK} $i exit $code"
+  i=$((i + 1))
+done
+echo 0 > {EXIT_FILE}.tmp && mv {EXIT_FILE}.tmp {EXIT_FILE}
+"""
+"""A batch run input by input (mode `each`): the script once per input, each with its own environment
+(CONVEYOR_INPUT_<i>: the exports of input i) and output directory; every exit code is kept."""
+
+STAGE_OUT_EACH = f"""while [ ! -f {EXIT_FILE} ]; do sleep 0.2 2>/dev/null || sleep 1; done
+printf '%s\\n' "$CONVEYOR_BATCH" | {{
+  i=0
+  while read -r id token path; do
+    if [ "$(cat {WORK}/exit.$i 2>/dev/null)" = 0 ]; then
+      cd {OUTPUT_DIR}/$i
+      find . -type f > {WORK}/outputs.list
+      while IFS= read -r file; do
+        name=${{file#./}}
+        encoded=$(printf %s "$name" | od -An -v -tx1 | tr -d ' \\n' | sed 's/../%&/g')
+        if ! wget -q -O /dev/null --header "Authorization: Bearer $token" --post-file "$file" \\
+            "$CONVEYOR_JOBS_URL/$id/outputs/$encoded"; then
+          echo "stage-out: uploading $name of input $i failed"; exit 1
+        fi
+      done < {WORK}/outputs.list
+    fi
+    i=$((i + 1))
+  done
+}}
+code=$?
+echo "stage-out: done"
+exit "$code"
+"""
+"""A batch's second container (mode `each`): uploads the outputs of each input whose script succeeded."""
 
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
 
@@ -199,8 +261,25 @@ def service_pull_secrets(service: Service) -> list[str]:
     return [str(name) for name in given] if isinstance(given, list) else []
 
 
-def build_job(spec: JobSpec, config: KubernetesSettings, api_url: str, token: str, input_name: str) -> dict[str, Any]:
-    """The batch/v1 Job that runs `spec` (a plain dict, as the API takes it)."""
+@dataclass(frozen=True)
+class BatchInput:
+    """One input of a batch as its pod sees it: its job, the job's staging token, its file name."""
+
+    spec: JobSpec
+    token: str
+    input_name: str
+
+
+def build_job(
+    spec: JobSpec,
+    config: KubernetesSettings,
+    api_url: str,
+    token: str,
+    input_name: str,
+    batch: Sequence[BatchInput] = (),
+) -> dict[str, Any]:
+    """The batch/v1 Job that runs `spec` (a plain dict, as the API takes it); with `batch` (the other
+    jobs of spec.batch), one Job runs every input (_run_batch)."""
     service = spec.service
     labels = {
         MANAGED_BY: MANAGER,
@@ -256,6 +335,9 @@ def build_job(spec: JobSpec, config: KubernetesSettings, api_url: str, token: st
     pod_spec.update(placement(config, service_pull_secrets(service)))
     if config.host_network:
         pod_spec["dnsPolicy"] = "ClusterFirstWithHostNet"
+    if batch:
+        _run_batch(pod_spec, [BatchInput(spec, token, input_name), *batch], api_url)
+    inputs = 1 + len(batch)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -267,7 +349,7 @@ def build_job(spec: JobSpec, config: KubernetesSettings, api_url: str, token: st
         },
         "spec": {
             "backoffLimit": 0,
-            "activeDeadlineSeconds": service.timeout + config.time_margin_s,
+            "activeDeadlineSeconds": service.timeout * inputs + config.time_margin_s,
             "ttlSecondsAfterFinished": config.ttl_s,
             "template": {
                 # OSCAR's labels and annotations as annotations: label values have rules theirs may break
@@ -276,3 +358,56 @@ def build_job(spec: JobSpec, config: KubernetesSettings, api_url: str, token: st
             },
         },
     }
+
+
+def _run_batch(pod_spec: dict[str, Any], inputs: list[BatchInput], api_url: str) -> None:
+    """Turn a one-input pod into a batch's: the stagers get every input's job, token and path; mode
+    `each` runs the script once per input (RUN_EACH), `directory` once with every input in the input
+    directory, as the local supervisor does (supervisor/run.py)."""
+    lead = inputs[0].spec
+    each = lead.service.batch is None or lead.service.batch.mode == "each"
+    paths = [_batch_path(item, index if each else None) for index, item in enumerate(inputs)]
+    lines = [
+        f"{quote(item.spec.job_id, safe='')} {item.token} {path}" for item, path in zip(inputs, paths, strict=True)
+    ]
+    batch_env = [
+        {"name": "CONVEYOR_JOBS_URL", "value": f"{api_url.rstrip('/')}/conveyor/v1/jobs"},
+        {"name": "CONVEYOR_BATCH", "value": "\n".join(lines)},
+        {"name": "CONVEYOR_BATCH_SIZE", "value": str(len(inputs))},
+    ]
+    [init], (script, stage_out) = pod_spec["initContainers"], pod_spec["containers"]
+    init["command"] = ["/bin/sh", "-c", STAGE_IN_BATCH]
+    for stager in (init, stage_out):
+        stager["env"] = [*stager["env"], *batch_env]
+    if each:
+        script["command"] = ["/bin/sh", "-c", RUN_EACH]
+        script["env"] = [*script["env"], batch_env[2]] + [
+            {"name": f"CONVEYOR_INPUT_{index}", "value": _exports(item, path)}
+            for index, (item, path) in enumerate(zip(inputs, paths, strict=True))
+        ]
+        stage_out["command"] = ["/bin/sh", "-c", STAGE_OUT_EACH]
+    else:
+        given = [path for path in paths if path]
+        event = batch_event([item.spec for item in inputs])
+        replaced = {contract.INPUT_FILE_PATHS: "\n".join(given), **({contract.EVENT: event} if event else {})}
+        script["env"] = [
+            {"name": entry["name"], "value": replaced[entry["name"]]} if entry["name"] in replaced else entry
+            for entry in script["env"]
+        ]
+
+
+def _batch_path(item: BatchInput, index: int | None) -> str:
+    """Where input `item` is staged in the pod: its own directory per input in mode `each`; "" when the
+    service stages nothing (file_stage_in)."""
+    if item.spec.service.file_stage_in and item.spec.event is not None:
+        return ""
+    return f"{INPUT_DIR}/{index}/{item.input_name}" if index is not None else f"{INPUT_DIR}/{item.input_name}"
+
+
+def _exports(item: BatchInput, path: str) -> str:
+    """A shell line that sets input `item`'s part of the contract (its key, event, path, job id)."""
+    env = script_environment(item.spec, item.input_name, with_user_values=False)
+    if path:
+        env[contract.INPUT_FILE_PATH] = env[contract.INPUT_FILE_PATHS] = path
+    env.pop(contract.TMP_OUTPUT_DIR, None)  # the wrapper gives each input its own
+    return "export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items())
