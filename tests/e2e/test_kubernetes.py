@@ -11,10 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from kubernetes import client, config
 
 from conveyor.backends.kubernetes import manifest
 from conveyor.backends.kubernetes.check import check_cluster
+from conveyor.errors import DefinitionError
 from conveyor.model.job import JobState
 from conveyor.platform.platform import Platform
 from conveyor.settings import KubernetesSettings
@@ -522,3 +524,48 @@ def test_a_200_file_burst_waits_in_the_ledger_not_as_pending_pods(
     platform.jobs.cancel("flood", running)
     jobs = wait_for_jobs(platform, "flood", 200, timeout_s=60)
     assert {job.state for job in jobs} == {JobState.CANCELLED}
+
+
+def test_apply_refuses_a_missing_namespace_and_missing_permissions(
+    kubernetes: Kubernetes, make_platform: PlatformFactory, tmp_path: Path
+) -> None:
+    absent = make_platform(kubernetes=kubernetes.settings(namespace="absent"), backend="kubernetes")
+    with pytest.raises(DefinitionError) as refused:
+        absent.catalog.apply([service("lost", "true", ["k8slost/in"], [], image=BUSYBOX)])
+    assert "the Kubernetes namespace absent does not exist: kubectl create namespace absent" in str(refused.value)
+
+    limited = _limited_kubeconfig(kubernetes, tmp_path / "limited.kubeconfig")
+    settings = kubernetes.settings(kubeconfig=str(limited))
+    platform = make_platform(kubernetes=settings, backend="kubernetes", data_dir=tmp_path / "limited")
+    with pytest.raises(DefinitionError) as refused:
+        platform.catalog.apply([service("meek", "true", ["k8smeek/in"], [], image=BUSYBOX)])
+    message = str(refused.value)
+    assert "Conveyor's Kubernetes account is not allowed in default:" in message, message
+    assert "delete jobs.batch" in message and "get pods/log" in message and "create jobs.batch" not in message
+
+
+def _limited_kubeconfig(cluster: Kubernetes, path: Path) -> Path:
+    """A service account that may create and read Jobs only (no delete, no pod logs, no Secrets)."""
+    api = config.new_client_from_config(str(cluster.kubeconfig))
+    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    core.create_namespaced_service_account("default", {"metadata": {"name": "meek"}})
+    rule = {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch"]}
+    rbac.create_namespaced_role("default", {"metadata": {"name": "meek"}, "rules": [rule]})
+    binding = {
+        "metadata": {"name": "meek"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "meek"},
+        "subjects": [{"kind": "ServiceAccount", "name": "meek", "namespace": "default"}],
+    }
+    rbac.create_namespaced_role_binding("default", binding)
+    token = core.create_namespaced_service_account_token("meek", "default", {"spec": {}}).status.token
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    limited = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": admin["clusters"],
+        "users": [{"name": "meek", "user": {"token": token}}],
+        "contexts": [{"name": "meek", "context": {"cluster": admin["clusters"][0]["name"], "user": "meek"}}],
+        "current-context": "meek",
+    }
+    path.write_text(yaml.safe_dump(limited))
+    return path

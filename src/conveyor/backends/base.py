@@ -132,6 +132,11 @@ class Backend(ABC):
         """What a user deploying `service` here should know (e.g. an image that will be ignored)."""
         return []
 
+    def refusal_for(self, service: Service) -> str | None:
+        """Why this backend can never run the service's jobs as configured (a missing namespace, a
+        permission it lacks): `apply` refuses the service with it. None when it can, or cannot tell."""
+        return None
+
     @abstractmethod
     def can_accept(self, job: JobSpec) -> bool:
         """Whether the backend has room to start `job` now."""

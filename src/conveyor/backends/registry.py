@@ -64,11 +64,11 @@ class Backends:
         """Where the service's jobs run; None when its backend is not enabled here."""
         return self._enabled.get(self.kind_for(service))
 
-    def not_enabled(self, service: Service) -> str | None:
-        """Why the service's jobs cannot run here, or None when its backend is enabled."""
+    def cannot_run(self, service: Service) -> str | None:
+        """Why the service's jobs cannot run here (its backend is not enabled, or refuses it), or None."""
         kind = self.kind_for(service)
         if kind in self._enabled:
-            return None
+            return self._enabled[kind].refusal_for(service)
         return (
             f"backend {kind!r} is not enabled on this platform: set `enabled = true` under [{kind}] in "
             f"conveyor.toml (or CONVEYOR_{kind.upper()}__ENABLED=true) and restart"

@@ -135,9 +135,7 @@ class ServiceCatalog:
 
     def problems(self, services: list[Service]) -> list[Problem]:
         """Everything that stops `services` from being deployed together here, at once."""
-        return validation.problems(
-            services, deployed=self.services(), backend_enabled=lambda service: self._backends.not_enabled(service)
-        )
+        return validation.problems(services, deployed=self.services(), backend_enabled=self._backends.cannot_run)
 
     def apply(self, services: list[Service]) -> ApplyReport:
         """Deploy services all together: nothing is deployed unless every one can be.

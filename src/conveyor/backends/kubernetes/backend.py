@@ -21,11 +21,12 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 from conveyor.backends.base import Backend, BackendContext, statuses_of
-from conveyor.backends.kubernetes import connection, manifest
+from conveyor.backends.kubernetes import check, connection, manifest
 from conveyor.backends.kubernetes.quota import Quota, QuotaGate, is_quota_refusal, quotas_from_api
 from conveyor.errors import BackendUnavailable, SubmitError
 from conveyor.model.event import ObjectInfo
 from conveyor.model.job import QUOTA, JobHandle, JobOutcome, JobSpec, JobState, JobStatus
+from conveyor.model.service import Service
 from conveyor.settings import KubernetesSettings
 from conveyor.supervisor.remote import RemoteStaging
 from conveyor.supervisor.run import JobLog, batch_outcome, shared_outcome
@@ -42,6 +43,8 @@ PULLING = frozenset({"ErrImagePull", "ImagePullBackOff", "CreateContainerConfigE
 """Waiting reasons that may pass (a registry down, a Secret created late): the job fails after a bound."""
 NO_POD_CHECK_S = 5.0
 """A Job without a pod this long has its events read (every this often): a quota may refuse its pod."""
+REFUSAL_CACHE_S = 10.0
+"""How long apply trusts what it found about the namespace and the permissions."""
 DELETED_WAIT_S = 30.0
 """How long a submit waits for an earlier Job of the same name to be gone (one deleted for quota)."""
 
@@ -99,6 +102,7 @@ class KubernetesBackend(Backend):
         self._api_down_since: float | None = None
         self._pod_problems: dict[str, _PodProblem] = {}
         self.quota = QuotaGate(self._read_quotas)
+        self._refusal: tuple[float, str | None] | None = None
         self._threads = [
             threading.Thread(target=self._watch_jobs, name="kubernetes-jobs", daemon=True),
             threading.Thread(target=self._watch_pods, name="kubernetes-pods", daemon=True),
@@ -134,6 +138,30 @@ class KubernetesBackend(Backend):
         if down_since is None:
             return None
         return f"the Kubernetes API has not answered for {time.monotonic() - down_since:.0f} s; Jobs run on"
+
+    def refusal_for(self, service: Service) -> str | None:
+        """A namespace that does not exist or permissions Conveyor lacks there refuse the service at
+        apply (read again after REFUSAL_CACHE_S, so a fix counts at the next apply); an API that does
+        not answer refuses nothing (its jobs wait)."""
+        from kubernetes import client
+
+        with self._lock:
+            cached = self._refusal
+            if cached is not None and time.monotonic() - cached[0] < REFUSAL_CACHE_S:
+                return cached[1]
+        try:
+            refusal = check.missing_namespace(self.core, self.config.namespace)
+            if refusal is not None:
+                refusal = f"the Kubernetes namespace {refusal}"
+            else:
+                denied = check.denied_permissions(client.AuthorizationV1Api(self._client), self.config.namespace)
+                refusal = f"Conveyor's Kubernetes account is {denied}" if denied else None
+        except Exception as error:
+            log.info("could not check the Kubernetes namespace and permissions: %s", error)
+            return None
+        with self._lock:
+            self._refusal = (time.monotonic(), refusal)
+        return refusal
 
     def can_accept(self, job: JobSpec) -> bool:
         with self._lock:

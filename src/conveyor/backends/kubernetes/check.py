@@ -73,28 +73,13 @@ def check_cluster(config: KubernetesSettings, api_url: str | None, timeout_s: fl
     note("API", True, f"{host}: Kubernetes {version}")
     core, batch = client.CoreV1Api(api_client), client.BatchV1Api(api_client)
     namespace = config.namespace
-    try:
-        core.read_namespace(namespace, _request_timeout=10)
-        note("namespace", True, namespace)
-    except ApiException as error:
-        if error.status == 404:
-            return _stop(findings, "namespace", f"{namespace} does not exist: kubectl create namespace {namespace}")
-        note("namespace", True, f"{namespace} (not readable: {error.status} {error.reason}; may still exist)")
-    authorization = client.AuthorizationV1Api(api_client)
-    denied = []
-    for group, resource, verb in NEEDED:
-        review = {
-            "apiVersion": "authorization.k8s.io/v1",
-            "kind": "SelfSubjectAccessReview",
-            "spec": {
-                "resourceAttributes": {"namespace": namespace, "group": group, "resource": resource, "verb": verb}
-            },
-        }
-        answer = authorization.create_self_subject_access_review(review, _request_timeout=10)
-        if not answer.status.allowed:
-            denied.append(f"{verb} {resource}" + (f".{group}" if group else ""))
+    missing = missing_namespace(core, namespace)
+    if missing is not None:
+        return _stop(findings, "namespace", missing)
+    note("namespace", True, namespace)
+    denied = denied_permissions(client.AuthorizationV1Api(api_client), namespace)
     if denied:
-        return _stop(findings, "RBAC", f"not allowed in {namespace}: {', '.join(denied)}")
+        return _stop(findings, "RBAC", denied)
     note("RBAC", True, f"{len(NEEDED)} permissions Conveyor needs in {namespace}")
     if not api_url:
         note("probe", False, "no platform API URL: start `conveyor up` or set [kubernetes] api_url")
@@ -108,6 +93,36 @@ def check_cluster(config: KubernetesSettings, api_url: str | None, timeout_s: fl
         with contextlib.suppress(ApiException):
             batch.delete_namespaced_job(name, namespace, propagation_policy="Background", _request_timeout=30)
     return CheckReport(findings=findings)
+
+
+def missing_namespace(core: Any, namespace: str) -> str | None:
+    """What to do when the namespace does not exist; None when it does (or may: not readable)."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        core.read_namespace(namespace, _request_timeout=10)
+    except ApiException as error:
+        if error.status == 404:
+            return f"{namespace} does not exist: kubectl create namespace {namespace}"
+    return None
+
+
+def denied_permissions(authorization: Any, namespace: str) -> str | None:
+    """The permissions Conveyor needs in the namespace (NEEDED) that its account lacks, in words; None
+    when it has them all."""
+    denied = []
+    for group, resource, verb in NEEDED:
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {
+                "resourceAttributes": {"namespace": namespace, "group": group, "resource": resource, "verb": verb}
+            },
+        }
+        answer = authorization.create_self_subject_access_review(review, _request_timeout=10)
+        if not answer.status.allowed:
+            denied.append(f"{verb} {resource}" + (f".{group}" if group else ""))
+    return f"not allowed in {namespace}: {', '.join(denied)}" if denied else None
 
 
 def _stop(findings: list[Finding], what: str, detail: str) -> CheckReport:
