@@ -52,12 +52,15 @@ ENGINE = "engine"
 """`JobOutcome.waiting_for` when the backend's container engine did not answer."""
 DISK = "disk"
 """`JobOutcome.waiting_for` when the disk under the data directory is full."""
+CLUSTER = "cluster"
+"""`JobOutcome.waiting_for` when a cluster's API (Kubernetes) did not answer a submit."""
 QUOTA = "quota"
 """`JobOutcome.waiting_for` when a Kubernetes namespace's ResourceQuota has no room for the job's pod."""
 _AWAITED = {
     ENGINE: "the container engine, which does not answer",
     DISK: "free space under the data directory",
     QUOTA: "room in the Kubernetes namespace's ResourceQuota",
+    CLUSTER: "the cluster's API, which does not answer",
 }
 
 

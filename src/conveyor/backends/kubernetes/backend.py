@@ -25,7 +25,7 @@ from conveyor.backends.kubernetes import check, connection, manifest
 from conveyor.backends.kubernetes.quota import Quota, QuotaGate, is_quota_refusal, quotas_from_api
 from conveyor.errors import BackendUnavailable, SubmitError
 from conveyor.model.event import ObjectInfo
-from conveyor.model.job import QUOTA, JobHandle, JobOutcome, JobSpec, JobState, JobStatus
+from conveyor.model.job import CLUSTER, QUOTA, JobHandle, JobOutcome, JobSpec, JobState, JobStatus
 from conveyor.model.service import Service
 from conveyor.settings import KubernetesSettings
 from conveyor.supervisor.remote import RemoteStaging
@@ -51,6 +51,10 @@ DELETED_WAIT_S = 30.0
 
 class _QuotaRefused(Exception):
     """Kubernetes refused the Job for a namespace's ResourceQuota (admission said "exceeded quota")."""
+
+
+class _ApiDown(Exception):
+    """The API server did not answer a submit (no connection, a timeout, a 5xx or 429)."""
 
 
 @dataclass
@@ -166,7 +170,7 @@ class KubernetesBackend(Backend):
     def can_accept(self, job: JobSpec) -> bool:
         with self._lock:
             mine = sum(1 for t in self._jobs.values() if t.spec.service.name == job.service.name and not t.outcome)
-        if mine >= self.config.max_pending_per_service:
+        if mine >= self.config.max_pending_per_service or self._api_down_since is not None:
             return False
         return self.quota.shortfall(manifest.quota_usage(job)) is None
 
@@ -196,6 +200,16 @@ class KubernetesBackend(Backend):
         except _QuotaRefused as refusal:
             self._close_staging(job)
             self._wait_for_quota(tracked, f"Kubernetes refused Job {tracked.name}: {refusal}")
+        except _ApiDown as error:
+            self._close_staging(job)
+            if self._api_down_since is None:
+                self._api_down_since = time.monotonic()
+            message = f"creating Kubernetes Job {tracked.name} failed: {error}; it waits for the API"
+            with self._lock:
+                tracked.outcome = JobOutcome(
+                    state=JobState.FAILED, failure="unavailable", waiting_for=CLUSTER, message=message
+                )
+            self._listener()
         except Exception:
             with self._lock:
                 self._jobs.pop(job.job_id, None)
@@ -226,9 +240,11 @@ class KubernetesBackend(Backend):
                 self._delete_secret(name)
             if is_quota_refusal(error.status, error.body):
                 raise _QuotaRefused(_reason(error)) from error
+            if error.status in (429, 500, 502, 503, 504) or not error.status:
+                raise _ApiDown(_reason(error)) from error
             raise SubmitError(f"Kubernetes refused Job {name}: {_reason(error)}") from error
-        except Exception as error:
-            raise SubmitError(f"creating Job {name} failed: {error}") from error
+        except Exception as error:  # no connection, a timeout: the API does not answer
+            raise _ApiDown(str(error)) from error
         if secret is not None:  # garbage-collected with its Job
             owner = {
                 "apiVersion": "batch/v1",
@@ -367,7 +383,7 @@ class KubernetesBackend(Backend):
                     for item in listing.items:
                         seen(item)
                     resource_version = listing.metadata.resource_version
-                self._api_down_since = None
+                    self._api_down_since = None
                 stream = watch.Watch().stream(
                     list_function,
                     namespace,
@@ -384,11 +400,13 @@ class KubernetesBackend(Backend):
                         resource_version = None
                         break
                     resource_version = item.metadata.resource_version
+                    self._api_down_since = None
                     if event["type"] == "DELETED":
                         deleted(item)
                     else:
                         seen(item)
                     between()
+                self._api_down_since = None  # the watch ran its course: the API answered throughout
                 between()
             except ApiException as error:
                 if error.status == 410:  # the resource version is too old: list again
