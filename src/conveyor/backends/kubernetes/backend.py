@@ -630,6 +630,9 @@ class KubernetesBackend(Backend):
                 message=f"{where} passed its deadline ({deadline} s: the service's timeout plus the staging margin)",
                 outputs=outputs,
             )
+        elif (disruption := pod_disruption(pod)) is not None:  # not the script's doing, whatever its exit code
+            outcome = _failed(f"{where} failed: {disruption}")
+            outcome.exit_code = exit_code
         elif exit_code not in (None, 0):
             why = f" ({script.reason})" if script is not None and script.reason not in (None, "Error") else ""
             outcome = JobOutcome(
@@ -790,6 +793,35 @@ def _ended(job: Any) -> tuple[str, str, str] | None:
     for condition in (job.status.conditions or []) if job.status else []:
         if condition.type in _ENDED and condition.status == "True":
             return _ENDED[condition.type], condition.reason or "", condition.message or ""
+    return None
+
+
+DISRUPTIONS = {
+    "EvictionByEvictionAPI": "was evicted",
+    "PreemptionByScheduler": "was preempted for a pod of higher priority",
+    "DeletionByTaintManager": "was deleted because its node is not ready or unreachable",
+    "DeletionByPodGC": "was deleted because its node is gone",
+    "TerminationByKubelet": "was evicted by its node's kubelet",
+}
+"""What each reason of a pod's DisruptionTarget condition means, as the job's log says it."""
+
+
+def pod_disruption(pod: Any | None) -> str | None:
+    """What stopped a failed Job's pod from outside the job (an eviction, a delete, a lost node); None
+    when nothing did, so the script's exit code and the containers' states tell. A pod no longer there
+    was deleted (its Job's finalizer lets only a delete remove it before the Job ends)."""
+    if pod is None:
+        return "its pod is gone: deleted outside Conveyor, or its node was lost"
+    name, status = pod.metadata.name, pod.status
+    for condition in (status.conditions or []) if status is not None else []:
+        if condition.type == "DisruptionTarget" and condition.status == "True":
+            what = DISRUPTIONS.get(condition.reason or "", "was disrupted")
+            details = ": ".join(part for part in (condition.reason, condition.message) if part)
+            return f"pod {name} {what}" + (f" ({details})" if details else "")
+    if status is not None and status.reason == "Evicted":  # the kubelet's own eviction (node pressure)
+        return f"pod {name} was evicted by its node" + (f" ({status.message})" if status.message else "")
+    if pod.metadata.deletion_timestamp is not None:
+        return f"pod {name} was deleted outside Conveyor"
     return None
 
 
