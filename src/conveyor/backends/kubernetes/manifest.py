@@ -70,14 +70,17 @@ count=0
 while IFS= read -r file; do
   name=${{file#./}}
   encoded=$(printf %s "$name" | od -An -v -tx1 | tr -d ' \\n' | sed 's/../%&/g')
-  if ! wget -q -O /dev/null {_AUTH} --post-file "$file" "$CONVEYOR_JOB_URL/outputs/$encoded"; then
+  base64 -w 0 "$file" > {WORK}/upload.b64
+  if ! wget -q -O /dev/null {_AUTH} --header "Content-Transfer-Encoding: base64" \\
+      --post-file {WORK}/upload.b64 "$CONVEYOR_JOB_URL/outputs/$encoded"; then
     echo "stage-out: uploading $name failed"; exit 1
   fi
   count=$((count + 1))
 done < {WORK}/outputs.list
 echo "stage-out: $count file(s) uploaded"
 """
-"""The second container: waits for the script's end, uploads what it left (only on success)."""
+"""The second container: waits for the script's end, uploads what it left (only on success). Each file goes
+as base64: busybox wget sends a --post-file as a C string, so a binary file would stop at its first NUL byte."""
 
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
 
