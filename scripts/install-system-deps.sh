@@ -24,8 +24,9 @@ CEPH_PACKAGES=(radosgw ceph-mon ceph-osd uuid-runtime curl)
 # slurmctld, slurmd and the client tools; munge's postinst writes /etc/munge/munge.key.
 SLURM_PACKAGES=(slurm-wlm munge)
 # Debian's containerd 1.6 (CRI plugin built in) for the kubelet; runc, the CNI plugins and busybox-static
-# come with the podman group above.
-KUBERNETES_PACKAGES=(containerd openssl)
+# come with the podman group above. debootstrap builds the video demo's image, which
+# tests/e2e/test_kubernetes_demo.py runs in the cluster (examples/video-process/build-image.sh).
+KUBERNETES_PACKAGES=(containerd openssl debootstrap)
 
 # Debian puts dockerd and ip in /usr/sbin, which a non-root PATH may lack.
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"

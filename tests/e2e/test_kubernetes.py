@@ -17,6 +17,7 @@ from kubernetes import client, config
 from conveyor.backends.kubernetes import manifest
 from conveyor.backends.kubernetes.check import check_cluster
 from conveyor.errors import DefinitionError
+from conveyor.model.event import ObjectRef
 from conveyor.model.job import JobState
 from conveyor.platform.platform import Platform
 from conveyor.settings import KubernetesSettings
@@ -445,7 +446,8 @@ def test_a_batch_runs_as_one_job_each_input_with_its_own_outcome(
     platform = make_platform(kubernetes=kubernetes.settings(max_pending_per_service=1), backend="kubernetes")
     script = (
         'case "$INPUT_FILE_PATH" in *first*) sleep 4;; *bad*) echo "no good: $STORAGE_OBJECT_KEY"; exit 3;; esac\n'
-        'tr a-z A-Z < "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH")"; echo "did $JOB_UUID"'
+        'name=$(basename "$INPUT_FILE_PATH"); tr a-z A-Z < "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/$name"\n'
+        'printf "\\000\\001%s" "$name" > "$TMP_OUTPUT_DIR/$name.bin"; echo "did $JOB_UUID"'
     )
     batch = {"max_files": 10, "mode": "each"}
     platform.catalog.apply([service("k8sbatch", script, ["k8sbatch/in"], ["k8sbatch/out"], image=BUSYBOX, batch=batch)])
@@ -461,7 +463,9 @@ def test_a_batch_runs_as_one_job_each_input_with_its_own_outcome(
         if file != "bad.txt":
             assert read_text(platform, f"k8sbatch/out/{file}", tmp_path) == text.upper()
             job = by_key[f"in/{file}"]
-            assert [o.ref.key for o in job.outputs] == [f"out/{file}"], "each input's output on its own job"
+            assert sorted(o.ref.key for o in job.outputs) == [f"out/{file}", f"out/{file}.bin"], "its own outputs"
+            binary = platform.storage.default.download(ObjectRef.parse(f"k8sbatch/out/{file}.bin"), tmp_path / file)
+            assert binary.read_bytes() == b"\x00\x01" + file.encode(), "binary outputs arrive whole"
             log = platform.jobs.read_log("k8sbatch", job.job_id) or ""
             assert f"did {job.job_id}" in log, log
     bad_log = platform.jobs.read_log("k8sbatch", by_key["in/bad.txt"].job_id) or ""

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
 
 from conveyor import __version__
 from conveyor.cli import render
@@ -171,11 +172,11 @@ def main() -> None:
         app(args=hoist_global_options(sys.argv[1:]), prog_name="conveyor")
     except ProblemsError as error:
         for problem in error.problems:
-            render.err.print(f"[red]error:[/red] {problem['field']}: {problem['message']}")
+            render.err.print(f"[red]error:[/red] {escape(str(problem['field']))}: {escape(str(problem['message']))}")
         raise SystemExit(error.exit_code) from None
     except CliError as error:
-        render.err.print(f"[red]error:[/red] {error}")
+        render.err.print(f"[red]error:[/red] {escape(str(error))}")  # "[kubernetes]" is text
         raise SystemExit(error.exit_code) from None
     except ConveyorError as error:
-        render.err.print(f"[red]error:[/red] {error}")
+        render.err.print(f"[red]error:[/red] {escape(str(error))}")  # "[kubernetes]" is text
         raise SystemExit(1) from None

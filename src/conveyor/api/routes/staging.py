@@ -6,6 +6,8 @@ a pod can read its own input and script and store its own outputs, nothing else.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import tempfile
 from typing import Annotated
 
@@ -48,12 +50,30 @@ def read_input(job_id: str, request: Request, staging: StagingDep) -> StreamingR
 async def store_output(job_id: str, name: str, request: Request, staging: StagingDep) -> dict[str, list[str]]:
     token = bearer_token(request)
     staging.job(job_id, token)
+    # The pod's stager sends base64 (busybox wget cuts a --post-file at its first NUL byte); raw bodies stay as sent.
+    base64_body = request.headers.get("content-transfer-encoding", "").strip().lower() == "base64"
     with tempfile.SpooledTemporaryFile(_SPOOL_BYTES) as body:
+        pending = b""
         async for chunk in request.stream():
-            body.write(chunk)
+            if not base64_body:
+                body.write(chunk)
+                continue
+            pending += b"".join(chunk.split())
+            whole = len(pending) // 4 * 4
+            body.write(_from_base64(pending[:whole]))
+            pending = pending[whole:]
+        if pending:
+            body.write(_from_base64(pending))
         body.seek(0)
         try:
             stored = await run_in_threadpool(staging.store_output, job_id, token, name, body)  # type: ignore[arg-type]
         except UnsafeKeyError as error:
             raise HTTPException(400, str(error)) from None
     return {"stored": [f"{info.ref.provider}:{info.ref}" for info in stored]}
+
+
+def _from_base64(data: bytes) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except binascii.Error:
+        raise HTTPException(400, "the body is not valid base64 (Content-Transfer-Encoding: base64)") from None

@@ -70,22 +70,34 @@ exit "$code"
 """
 """The service's container: any image with /bin/sh; the script's exit code is the container's."""
 
-STAGE_OUT = f"""while [ ! -f {EXIT_FILE} ]; do sleep 0.2 2>/dev/null || sleep 1; done
+_UPLOAD = f"""upload() {{
+  cd "$1" || return 1
+  find . -type f > {WORK}/outputs.list
+  count=0
+  while IFS= read -r file; do
+    name=${{file#./}}
+    encoded=$(printf %s "$name" | od -An -v -tx1 | tr -d ' \\n' | sed 's/../%&/g')
+    base64 -w 0 "$file" > {WORK}/upload.b64
+    if ! wget -q -O /dev/null --header "Authorization: Bearer $3" --header "Content-Transfer-Encoding: base64" \\
+        --post-file {WORK}/upload.b64 "$2/outputs/$encoded"; then
+      echo "stage-out: uploading $name failed"; return 1
+    fi
+    count=$((count + 1))
+  done < {WORK}/outputs.list
+  echo "stage-out: $count file(s) uploaded"
+}}
+"""
+"""`upload DIR JOB_URL TOKEN`: every file under DIR to the job's outputs route. Each file goes as base64:
+busybox wget sends a --post-file as a C string, so a binary file would stop at its first NUL byte."""
+
+STAGE_OUT = (
+    _UPLOAD
+    + f"""while [ ! -f {EXIT_FILE} ]; do sleep 0.2 2>/dev/null || sleep 1; done
 code=$(cat {EXIT_FILE})
 if [ "$code" != 0 ]; then echo "stage-out: the script exited with code $code; nothing is uploaded"; exit "$code"; fi
-cd {OUTPUT_DIR}
-find . -type f > {WORK}/outputs.list
-count=0
-while IFS= read -r file; do
-  name=${{file#./}}
-  encoded=$(printf %s "$name" | od -An -v -tx1 | tr -d ' \\n' | sed 's/../%&/g')
-  if ! wget -q -O /dev/null {_AUTH} --post-file "$file" "$CONVEYOR_JOB_URL/outputs/$encoded"; then
-    echo "stage-out: uploading $name failed"; exit 1
-  fi
-  count=$((count + 1))
-done < {WORK}/outputs.list
-echo "stage-out: $count file(s) uploaded"
+upload {OUTPUT_DIR} "$CONVEYOR_JOB_URL" "$CONVEYOR_TOKEN"
 """
+)
 """The second container: waits for the script's end, uploads what it left (only on success)."""
 
 BATCH_MARK = "### conveyor batch input"
@@ -121,29 +133,21 @@ echo 0 > {EXIT_FILE}.tmp && mv {EXIT_FILE}.tmp {EXIT_FILE}
 """A batch run input by input (mode `each`): the script once per input, each with its own environment
 (CONVEYOR_INPUT_<i>: the exports of input i) and output directory; every exit code is kept."""
 
-STAGE_OUT_EACH = f"""while [ ! -f {EXIT_FILE} ]; do sleep 0.2 2>/dev/null || sleep 1; done
+STAGE_OUT_EACH = (
+    _UPLOAD
+    + f"""while [ ! -f {EXIT_FILE} ]; do sleep 0.2 2>/dev/null || sleep 1; done
 printf '%s\\n' "$CONVEYOR_BATCH" | {{
   i=0
   while read -r id token path; do
     if [ "$(cat {WORK}/exit.$i 2>/dev/null)" = 0 ]; then
-      cd {OUTPUT_DIR}/$i
-      find . -type f > {WORK}/outputs.list
-      while IFS= read -r file; do
-        name=${{file#./}}
-        encoded=$(printf %s "$name" | od -An -v -tx1 | tr -d ' \\n' | sed 's/../%&/g')
-        if ! wget -q -O /dev/null --header "Authorization: Bearer $token" --post-file "$file" \\
-            "$CONVEYOR_JOBS_URL/$id/outputs/$encoded"; then
-          echo "stage-out: uploading $name of input $i failed"; exit 1
-        fi
-      done < {WORK}/outputs.list
+      echo "input $i:"
+      upload {OUTPUT_DIR}/$i "$CONVEYOR_JOBS_URL/$id" "$token" || exit 1
     fi
     i=$((i + 1))
   done
 }}
-code=$?
-echo "stage-out: done"
-exit "$code"
 """
+)
 """A batch's second container (mode `each`): uploads the outputs of each input whose script succeeded."""
 
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")

@@ -14,6 +14,7 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 
@@ -21,7 +22,7 @@ import conveyor
 from conveyor.cli import render
 from conveyor.cli.client import CliError, Connection, ConveyorClient, ProblemsError
 from conveyor.cli.commands.jobs import wait_for_jobs
-from conveyor.errors import FDLError, ImageError
+from conveyor.errors import BackendUnavailable, FDLError, ImageError
 from conveyor.fdl import load_fdl
 from conveyor.model.event import ObjectRef
 from conveyor.settings import Settings
@@ -37,7 +38,19 @@ generated video, follow the jobs and print a summary. Exits 0 only if every expe
 Jobs run as host processes by default, so it works on any machine; --runtime container runs the
 same workflow in containers (build the image first: examples/video-process/build-image.sh).
 
-**Examples**: conveyor demo --seconds 8; conveyor demo --backend slurm (on a Slurm login node)
+--backend kubernetes runs both services as Jobs in the cluster the kubeconfig points at (the
+[kubernetes] settings: kubeconfig, namespace, host_network, ...). Their image is built here first
+(examples/video-process/build-image.sh, into the engine --runtime container uses) and must reach
+the nodes: --push-to REGISTRY tags it REGISTRY/conveyor-video-demo:1 and pushes it (log the engine
+in first), for any cluster; --import-into SOCKET pipes it into the node's containerd on this
+machine (ctr -a SOCKET -n k8s.io images import); with neither, the nodes must have it already
+(kind load docker-image, minikube image load), else the demo stops before any job runs and says
+so. Pods fetch inputs and send outputs to the demo's API: --api-url http://ADDRESS:PORT is where
+they reach it (the demo then listens on PORT on every interface), unless [kubernetes]
+host_network is true and the API's loopback address is theirs (a one-machine cluster).
+
+**Examples**: conveyor demo --seconds 8; conveyor demo --backend slurm (on a Slurm login node);
+conveyor demo --backend kubernetes --push-to registry.example.org/me --api-url http://10.0.0.5:8090
 """
 
 INPUT_PREFIX = "video/in/"
@@ -54,7 +67,11 @@ def default_workflow() -> Path:
 def demo(
     runtime: Annotated[str, typer.Option(help="process (default) or container.")] = "process",
     backend: Annotated[
-        str, typer.Option(help="local (default), or slurm: every job through sbatch with the [slurm] settings.")
+        str,
+        typer.Option(
+            help="local (default); slurm: every job through sbatch with the [slurm] settings; kubernetes: "
+            "every job as a Kubernetes Job with the [kubernetes] settings."
+        ),
     ] = "local",
     seconds: Annotated[int, typer.Option(help="Length of the generated video; one frame per second.", min=1)] = 6,
     workflow: Annotated[Path | None, typer.Option(help="FDL file (default: examples/video-process).")] = None,
@@ -62,11 +79,37 @@ def demo(
         Path | None, typer.Option("--demo-dir", help="Keep the demo's data here (default: a temporary dir).")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600.0,
+    push_to: Annotated[
+        str | None,
+        typer.Option(
+            metavar="REGISTRY",
+            help="kubernetes: push the image to REGISTRY (e.g. registry.example.org/me) and run it from there.",
+        ),
+    ] = None,
+    import_into: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SOCKET",
+            help="kubernetes: import the image into the containerd at SOCKET (the node's, on this machine).",
+        ),
+    ] = None,
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL", help="kubernetes: the demo's API as pods reach it (http://ADDRESS:PORT); it listens on PORT."
+        ),
+    ] = None,
 ) -> None:
     if runtime not in ("process", "container"):
         raise CliError(f"--runtime must be process or container, not {runtime!r}", exit_code=2)
-    if backend not in ("local", "slurm"):
-        raise CliError(f"--backend must be local or slurm, not {backend!r}", exit_code=2)
+    if backend not in ("local", "slurm", "kubernetes"):
+        raise CliError(f"--backend must be local, slurm or kubernetes, not {backend!r}", exit_code=2)
+    kubernetes_only = {"--push-to": push_to, "--import-into": import_into, "--api-url": api_url}
+    if backend != "kubernetes" and (given := [name for name, value in kubernetes_only.items() if value]):
+        raise CliError(f"{', '.join(given)}: only with --backend kubernetes", exit_code=2)
+    if push_to and import_into:
+        raise CliError("--push-to and --import-into: one or the other (a registry, or this machine's containerd)", 2)
+    listen_port = _port_of(api_url) if api_url else 0
     fdl = workflow or default_workflow()
     if not fdl.exists():
         raise CliError(f"{fdl} does not exist: pass --workflow examples/video-process/workflow.yaml", exit_code=2)
@@ -80,10 +123,91 @@ def demo(
         if backend == "slurm":
             settings.backend = "slurm"
             settings.slurm.enabled = True
+        if backend == "kubernetes":
+            settings.backend = "kubernetes"
+            settings.kubernetes.enabled = True
+            # The demo's own API, never the one a configured `conveyor up` is reached at.
+            settings.api.public_url = None
+            settings.kubernetes.api_url = api_url
+            if api_url:
+                settings.api.host, settings.api.port = "0.0.0.0", listen_port
+            services = _images_on_the_cluster(settings, services, push_to, import_into)
         ok = _run_demo(settings, services, Path(scratch), seconds, timeout)
     _say_where_results_are(data_dir)
     if not ok:
         raise typer.Exit(1)
+
+
+def _port_of(url: str) -> int:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or out of range
+        port = None
+    if parts.scheme != "http" or not parts.hostname or not port:
+        raise CliError(
+            f"--api-url must be http://ADDRESS:PORT (an address of this machine the pods reach), not {url!r}", 2
+        )
+    return port
+
+
+def _images_on_the_cluster(
+    settings: Settings, services: list[Any], push_to: str | None, import_into: str | None
+) -> list[Any]:
+    """Push or import the services' images (see conveyor.demo.images); the services, renamed when pushed.
+
+    With neither option, stop before anything starts when no node has an image that nobody can pull."""
+    from conveyor.backends.kubernetes import connection
+    from conveyor.demo import images
+
+    try:
+        api_client = connection.api_client(settings.kubernetes)
+    except BackendUnavailable as error:
+        raise CliError(f"--backend kubernetes: {error}", exit_code=1) from None
+    names = sorted({s.image for s in services})
+    try:
+        if push_to or import_into:
+            client, url = images.engine_client(settings.local.docker_host)
+            renamed = {}
+            for image in names:
+                if push_to:
+                    with render.err.status(f"pushing {image} to {push_to} ..."):
+                        renamed[image] = images.push_to(client, url, image, push_to)
+                    render.note(f"pushed {image} as {renamed[image]}; the nodes pull it from there")
+                else:
+                    assert import_into is not None
+                    with render.err.status(f"importing {image} into the containerd at {import_into} ..."):
+                        images.import_into(client, url, image, import_into)
+                    render.note(f"imported {image} into the containerd at {import_into} (namespace k8s.io)")
+            return [s.model_copy(update={"image": renamed.get(s.image, s.image)}) for s in services]
+    except images.ImageDeliveryError as error:
+        raise CliError(str(error), exit_code=1) from None
+    _check_nodes_have(api_client, names)
+    return services
+
+
+def _check_nodes_have(api_client: Any, names: list[str]) -> None:
+    from kubernetes import client
+
+    from conveyor.demo import images
+
+    try:
+        nodes = client.CoreV1Api(api_client).list_node(_request_timeout=30).items
+    except Exception as error:  # RBAC may not allow it: the pod watch still fails a job that cannot pull
+        render.warn(f"could not list the cluster's nodes to look for the demo's image ({error.__class__.__name__})")
+        return
+    for image in names:
+        missing = images.missing_on_nodes(nodes, image)
+        if missing and image.startswith("localhost/"):
+            raise CliError(
+                f"no node of the cluster has {image}, and no registry serves a localhost/ image: "
+                "build it (examples/video-process/build-image.sh), then run the demo with --push-to REGISTRY "
+                "(a registry the nodes pull from) or --import-into SOCKET (the node's containerd on this machine), "
+                "or load it into the nodes yourself (kind load docker-image, minikube image load)",
+                exit_code=1,
+            )
+        if missing:
+            render.warn(f"no node reports {image}: the nodes pull it (a job fails if they cannot)")
 
 
 def _say_where_results_are(kept: Path | None) -> None:
@@ -110,6 +234,10 @@ def _run_demo(settings: Settings, services: list[Any], scratch: Path, seconds: i
     runs_on = platform.backends[settings.backend].describe()
     render.note(f"Conveyor up at {platform.api_url} (S3 {platform.s3_endpoint}); jobs run as {runs_on}")
     try:
+        if settings.backend == "kubernetes" and (unreachable := platform.backends["kubernetes"].notices()):
+            # Pods that cannot reach the API would wait out their deadline: say it now instead.
+            hint = "for the demo: --api-url http://ADDRESS:PORT, an address of this machine the pods reach"
+            raise CliError(f"{'; '.join(unreachable)}; {hint}", exit_code=1)
         local = platform.backends["local"]
         if isinstance(local, LocalBackend) and local.runs_containers:
             _check_images(local, services)
@@ -123,7 +251,8 @@ def _run_demo(settings: Settings, services: list[Any], scratch: Path, seconds: i
             store.upload(video, ObjectRef.parse(INPUT_PREFIX + video.name))
             frames = expected_frame_count(seconds)
             render.note(f"uploaded {video.name} to {INPUT_PREFIX}: expecting 1 + {frames} jobs")
-            counts = wait_for_jobs(client, [s.name for s in services], 1 + frames, timeout)
+            # A job that failed for good leaves fewer jobs than expected: stop once nothing moves for 30 s.
+            counts = wait_for_jobs(client, [s.name for s in services], 1 + frames, timeout, settled_s=30.0)
             jobs = client.jobs(limit=10_000)
             _print_summary(jobs, [s.name for s in services])
             return _verify(store, frames, counts)
@@ -158,7 +287,7 @@ def _print_summary(jobs: list[dict[str, Any]], services: list[str]) -> None:
             (
                 name,
                 sum(j["state"] == "succeeded" for j in mine),
-                sum(j["state"] in ("failed", "timed_out", "cancelled") for j in mine),
+                sum(j["state"] in ("failed", "timed_out", "cancelled", "dead") for j in mine),
                 render.seconds(statistics.mean(durations)) if durations else "",
                 sum(len(j["outputs"]) for j in mine),
             )

@@ -194,9 +194,14 @@ def wait_for_jobs(
     since: str | None = None,
     within_s: float = 60.0,
     quiet: bool = False,
+    settled_s: float | None = None,
 ) -> dict[str, int]:
-    """Poll the platform until the judged jobs are done; returns their counts by state."""
+    """Poll the platform until the judged jobs are done; returns their counts by state.
+
+    With `settled_s`, also return once a judged job did not succeed and nothing was queued or running for
+    that long (fewer jobs than expected will come: e.g. the first step of a workflow failed)."""
     deadline = time.monotonic() + timeout_s
+    idle_since: float | None = None
     with render.progress(transient=quiet) as bar:
         task = bar.add_task("jobs", total=expected or None, visible=not quiet)
         while True:
@@ -206,6 +211,10 @@ def wait_for_jobs(
             pending = counts.get("queued", 0) + counts.get("running", 0)
             bar.update(task, completed=finished, total=max(expected, finished + pending) or None)
             if finished >= expected and pending == 0:
+                return counts
+            unsuccessful = finished - counts.get("succeeded", 0)
+            idle_since = (idle_since or time.monotonic()) if pending == 0 and unsuccessful else None
+            if settled_s is not None and idle_since is not None and time.monotonic() - idle_since >= settled_s:
                 return counts
             if time.monotonic() > deadline:
                 return counts | {"timed_out_waiting": 1}
