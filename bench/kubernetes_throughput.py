@@ -113,7 +113,12 @@ class Timeline:
                     if event["type"] != "DELETED":
                         seen(event["object"])
             except Exception:  # an expired version or a dropped connection: go on from now
-                version = now_version()
+                if self._stop.wait(0.5):
+                    return  # closed (the cluster may be gone already)
+                try:
+                    version = now_version()
+                except Exception:
+                    continue
 
     def _note(self, table: dict[str, dict[str, Any]], name: str, step: str, **extra: Any) -> None:
         now = time.monotonic()
