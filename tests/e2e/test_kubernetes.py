@@ -259,7 +259,8 @@ def test_the_staging_routes_want_the_jobs_own_token(kubernetes: Kubernetes, make
     [kube_job] = (
         _batch(kubernetes).list_namespaced_job("default", label_selector=f"{manifest.SERVICE_LABEL}=guarded").items
     )
-    [token] = [e.value for e in kube_job.spec.template.spec.init_containers[0].env if e.name == "CONVEYOR_TOKEN"]
+    [stager] = [c for c in kube_job.spec.template.spec.containers if c.name == manifest.STAGER_CONTAINER]
+    [token] = [e.value for e in stager.env if e.name == "CONVEYOR_TOKEN"]
     bearer = {"Authorization": f"Bearer {token}"}
     assert httpx.get(f"{base}/input", headers=bearer).content == b"secret input"
     assert httpx.post(f"{base}/outputs/..%2Fescape", content=b"x", headers=bearer).status_code == 400

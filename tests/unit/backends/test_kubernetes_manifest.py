@@ -76,7 +76,8 @@ def test_a_long_job_id_gets_a_valid_label(tmp_path: Path) -> None:
 
 def test_the_users_image_runs_the_script_with_the_contract(tmp_path: Path) -> None:
     pod = _job(tmp_path)["spec"]["template"]["spec"]
-    [script, stage_out] = pod["containers"]
+    [script, stager] = pod["containers"]
+    assert "initContainers" not in pod, "the stager runs beside the script: no init container's second of delay"
     assert script["name"] == manifest.SCRIPT_CONTAINER
     assert script["image"] == "registry.example/tools:1.2", "the user's image, unchanged"
     assert script["command"][:2] == ["/bin/sh", "-c"]
@@ -90,14 +91,12 @@ def test_the_users_image_runs_the_script_with_the_contract(tmp_path: Path) -> No
     assert '"Key": "bucket/in/sub/cat.jpg"' in env[contract.EVENT]
     assert env["COLOR"] == "red"
     assert "CONVEYOR_TOKEN" not in env, "the script's container gets no staging token"
-    assert stage_out["image"] == "localhost/busybox:local"
+    assert stager["image"] == "localhost/busybox:local"
     assert (
-        _env(stage_out)["CONVEYOR_JOB_URL"]
-        == "http://api:8080/conveyor/v1/jobs/svc-0b8a1c2d-aaaa-bbbb-cccc-0123456789ab"
+        _env(stager)["CONVEYOR_JOB_URL"] == "http://api:8080/conveyor/v1/jobs/svc-0b8a1c2d-aaaa-bbbb-cccc-0123456789ab"
     )
-    [stage_in] = pod["initContainers"]
-    assert _env(stage_in)["CONVEYOR_TOKEN"] == "tok"
-    assert _env(stage_in)["CONVEYOR_INPUT"] == "/conveyor/input/cat.jpg"
+    assert _env(stager)["CONVEYOR_TOKEN"] == "tok"
+    assert _env(stager)["CONVEYOR_INPUT"] == "/conveyor/input/cat.jpg"
     assert pod["automountServiceAccountToken"] is False
 
 
@@ -113,15 +112,20 @@ def test_resources_gpu_and_the_cluster_settings(tmp_path: Path) -> None:
     )
     pod = _job(tmp_path, config, enable_gpu=True)["spec"]["template"]["spec"]
     script = pod["containers"][0]
-    assert script["resources"]["requests"] == {"cpu": "500m", "memory": str(256 * 2**20)}
+    limits = script["resources"]["limits"]
+    assert limits["cpu"] == "500m" and limits["memory"] == str(256 * 2**20)
+    stager = pod["containers"][1]
+    requests = [c["resources"]["requests"] for c in pod["containers"]]
+    assert sum(int(r["cpu"].removesuffix("m")) for r in requests) == 500, "the pod requests what the service asks"
+    assert sum(int(r["memory"]) for r in requests) == 256 * 2**20
     assert script["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert all(c["imagePullPolicy"] == "Never" for c in [*pod["containers"], *pod["initContainers"]])
+    assert all(c["imagePullPolicy"] == "Never" for c in pod["containers"])
     assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
     assert pod["nodeSelector"] == {"pool": "gpu"}
     assert pod["tolerations"][0]["key"] == "gpu"
     assert pod["serviceAccountName"] == "runner" and pod["automountServiceAccountToken"] is True
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
-    assert pod["initContainers"][0]["image"] == "site/stager:1"
+    assert stager["image"] == "site/stager:1"
 
 
 def test_the_services_oscar_pull_secrets_labels_and_annotations_reach_the_pod(tmp_path: Path) -> None:
@@ -137,12 +141,12 @@ def test_the_services_oscar_pull_secrets_labels_and_annotations_reach_the_pod(tm
 
 def test_file_stage_in_downloads_nothing(tmp_path: Path) -> None:
     pod = _job(tmp_path, file_stage_in=True)["spec"]["template"]["spec"]
-    assert _env(pod["initContainers"][0])["CONVEYOR_INPUT"] == ""
+    assert _env(pod["containers"][1])["CONVEYOR_INPUT"] == ""
     assert _env(pod["containers"][0])[contract.INPUT_FILE_PATH] == "/conveyor/input"
 
 
 def test_the_shell_snippets_parse() -> None:
-    for snippet in (manifest.STAGE_IN, manifest.RUN_SCRIPT, manifest.STAGE_OUT):
+    for snippet in (manifest.STAGE, manifest.RUN_SCRIPT, manifest.STAGE_BATCH, manifest.STAGE_EACH, manifest.RUN_EACH):
         subprocess.run(["sh", "-n", "-c", snippet], check=True)
 
 

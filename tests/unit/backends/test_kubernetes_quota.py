@@ -39,7 +39,7 @@ def test_a_jobs_usage_counts_its_stagers_and_its_gpu(tmp_path: Path) -> None:
 
     usage = manifest.quota_usage(spec)
 
-    assert usage["requests.cpu"] == Decimal("0.51"), "0.5 for the script, 10m for stage-out (stage-in runs before)"
+    assert usage["requests.cpu"] == Decimal("0.5"), "the script's and the stager's requests add up to the service's"
     assert usage["limits.nvidia.com/gpu"] == Decimal(1)
 
 

@@ -601,12 +601,12 @@ class KubernetesBackend(Backend):
         script = statuses.get(manifest.SCRIPT_CONTAINER)
         exit_code = script.exit_code if script is not None else None
         parts, script_output = [], b""
-        for container in (manifest.STAGE_IN_CONTAINER, manifest.SCRIPT_CONTAINER, manifest.STAGE_OUT_CONTAINER):
+        for container in (manifest.SCRIPT_CONTAINER, manifest.STAGER_CONTAINER):
             text = self._log_of(pod, container) if container in statuses else b""
             if container == manifest.SCRIPT_CONTAINER:
                 script_output = text
                 parts.append(text)
-            elif text.strip() and (kind != "Complete" or container == manifest.STAGE_OUT_CONTAINER):
+            elif text.strip():
                 parts.append(b"--- " + container.encode() + b" ---\n" + text)
         response = self.staging.response(tracked.spec.job_id, script_output) if tracked.spec.sync else None
         stored = self._close_staging(tracked.spec)
@@ -622,7 +622,7 @@ class KubernetesBackend(Backend):
                 response=response,
             )
         elif reason == "DeadlineExceeded":
-            deadline = tracked.spec.service.timeout + self.config.time_margin_s
+            deadline = tracked.spec.service.timeout * len(tracked.spec.inputs) + self.config.time_margin_s
             outcome = JobOutcome(
                 state=JobState.TIMED_OUT,
                 failure="timeout",
@@ -644,7 +644,11 @@ class KubernetesBackend(Backend):
         else:
             broken = [f"{name}: {state.describe()}" for name, state in statuses.items() if state.failed]
             details = "; ".join(broken) or f"{reason}: {message}"
-            stage = "stage-out" if exit_code == 0 else "the pod"
+            stager = statuses.get(manifest.STAGER_CONTAINER)
+            if stager is not None and stager.exit_code == manifest.STAGE_IN_FAILED:
+                stage = "stage-in (the script did not run)"
+            else:
+                stage = "stage-out" if exit_code == 0 else "the pod"
             outcome = _failed(f"{where} failed in {stage}: {details}")
             outcome.exit_code = exit_code
             outcome.outputs = outputs
