@@ -16,6 +16,7 @@ from conveyor.storage.embedded import EmbeddedSeaweed, WebhookTarget
 from conveyor.storage.s3 import S3Credentials, S3Provider
 from tests.support.engines import Engine, build_busybox_image, run_dockerd, run_podman_service
 from tests.support.kubernetes import Kubernetes, run_kubernetes
+from tests.support.slurm import Slurm, run_slurm
 
 
 @pytest.fixture(autouse=True)
@@ -50,6 +51,13 @@ def s3(seaweedfs: EmbeddedSeaweed) -> Iterator[S3Provider]:
         yield provider
     finally:
         provider.close()
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slurm]:
+    """A real Slurm cluster (scripts/slurm-up.sh) for the module that asks."""
+    with run_slurm(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +18,11 @@ from conveyor.model.job import JobState
 from tests.conftest import PlatformFactory
 from tests.support.kubernetes import BUSYBOX, Kubernetes
 from tests.support.platform import keys_under, put_text, read_text, service, wait_for_jobs
-from tests.support.slurm import Slurm, run_slurm
+from tests.support.slurm import Slurm
 
 pytestmark = pytest.mark.e2e
 
 SLURM_FAST = {"poll_interval_s": 0.5, "forget_after_s": 3.0, "time_margin_s": 60}
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slurm]:
-    with run_slurm(tmp_path_factory.mktemp("slurm")) as cluster:
-        yield cluster
 
 
 def _batch(cluster: Kubernetes) -> client.BatchV1Api:

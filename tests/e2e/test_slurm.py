@@ -8,7 +8,6 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,17 +25,11 @@ from tests.support.platform import (
     wait_for_jobs,
     wait_for_state,
 )
-from tests.support.slurm import Slurm, run_slurm
+from tests.support.slurm import Slurm
 
 pytestmark = pytest.mark.e2e
 
 FAST = {"poll_interval_s": 0.5, "forget_after_s": 3.0, "time_margin_s": 60}
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slurm]:
-    with run_slurm(tmp_path_factory.mktemp("slurm")) as cluster:
-        yield cluster
 
 
 def test_a_two_service_workflow_runs_on_slurm(slurm: Slurm, make_platform: PlatformFactory, tmp_path: Path) -> None:

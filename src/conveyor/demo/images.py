@@ -30,22 +30,15 @@ class ImageDeliveryError(Exception):
 
 def engine_client(docker_host: str | None) -> tuple[Any, str]:
     """A Docker SDK client of the first engine that answers (as the local backend finds it), and its URL."""
-    from conveyor.runners.docker import DockerRunner, candidate_engine_urls
+    from conveyor.runners.docker import DockerRunner
 
-    tried = []
-    for url in candidate_engine_urls(docker_host):
-        runner = DockerRunner(url)
-        try:
-            runner.check()
-            return runner.client, url
-        except BackendUnavailable as error:
-            tried.append(str(error))
-            runner.close()
-    places = "; ".join(tried) or "DOCKER_HOST is unset and no standard socket exists"
-    raise ImageDeliveryError(
-        f"the demo's image comes from the container engine build-image.sh built it in, and none answered "
-        f"({places}): start dockerd or `podman system service`, or set DOCKER_HOST or [local] docker_host"
-    )
+    advice = "Start dockerd or `podman system service`, or set DOCKER_HOST or [local] docker_host"
+    try:
+        runner = DockerRunner.discover(docker_host, advice=advice)
+    except BackendUnavailable as error:
+        where = "the demo's image comes from the engine build-image.sh built it in"
+        raise ImageDeliveryError(f"{where}: {error}") from error
+    return runner.client, runner.base_url
 
 
 def local_image(client: Any, url: str, image: str) -> Any:

@@ -63,6 +63,11 @@ def candidate_engine_urls(configured: str | None) -> list[str]:
     return urls
 
 
+ENGINE_ADVICE = (
+    "Start dockerd or `podman system service`, set DOCKER_HOST or local.docker_host, or use runtime 'process'"
+)
+
+
 class DockerRunner(ScriptRunner, WarmRunner):
     name = "container"
 
@@ -90,8 +95,10 @@ class DockerRunner(ScriptRunner, WarmRunner):
             log.info("removed %d warm container(s) an earlier run left", removed)
 
     @classmethod
-    def discover(cls, configured: str | None, *, network: str | None = None) -> DockerRunner:
-        """The first engine that answers, or BackendUnavailable naming every place tried."""
+    def discover(
+        cls, configured: str | None, *, network: str | None = None, advice: str = ENGINE_ADVICE
+    ) -> DockerRunner:
+        """The first engine that answers, or BackendUnavailable naming every place tried, then `advice`."""
         tried = []
         for url in candidate_engine_urls(configured):
             runner = cls(url, network=network)
@@ -102,10 +109,7 @@ class DockerRunner(ScriptRunner, WarmRunner):
                 tried.append(str(error))
                 runner.close()
         places = "; ".join(tried) or "DOCKER_HOST is unset and no standard socket exists"
-        raise BackendUnavailable(
-            f"no container engine answered ({places}). Start dockerd or `podman system service`, "
-            "set DOCKER_HOST or local.docker_host, or use runtime 'process'"
-        )
+        raise BackendUnavailable(f"no container engine answered ({places}). {advice}")
 
     @property
     def client(self) -> Any:
