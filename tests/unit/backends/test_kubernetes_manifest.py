@@ -76,7 +76,7 @@ def test_a_long_job_id_gets_a_valid_label(tmp_path: Path) -> None:
 
 def test_the_users_image_runs_the_script_with_the_contract(tmp_path: Path) -> None:
     pod = _job(tmp_path)["spec"]["template"]["spec"]
-    [script, stager] = pod["containers"]
+    [stager, script] = pod["containers"]
     assert "initContainers" not in pod, "the stager runs beside the script: no init container's second of delay"
     assert script["name"] == manifest.SCRIPT_CONTAINER
     assert script["image"] == "registry.example/tools:1.2", "the user's image, unchanged"
@@ -111,10 +111,9 @@ def test_resources_gpu_and_the_cluster_settings(tmp_path: Path) -> None:
         stager_image="site/stager:1",
     )
     pod = _job(tmp_path, config, enable_gpu=True)["spec"]["template"]["spec"]
-    script = pod["containers"][0]
+    stager, script = pod["containers"]
     limits = script["resources"]["limits"]
     assert limits["cpu"] == "500m" and limits["memory"] == str(256 * 2**20)
-    stager = pod["containers"][1]
     requests = [c["resources"]["requests"] for c in pod["containers"]]
     assert sum(int(r["cpu"].removesuffix("m")) for r in requests) == 500, "the pod requests what the service asks"
     assert sum(int(r["memory"]) for r in requests) == 256 * 2**20
@@ -141,8 +140,9 @@ def test_the_services_oscar_pull_secrets_labels_and_annotations_reach_the_pod(tm
 
 def test_file_stage_in_downloads_nothing(tmp_path: Path) -> None:
     pod = _job(tmp_path, file_stage_in=True)["spec"]["template"]["spec"]
-    assert _env(pod["containers"][1])["CONVEYOR_INPUT"] == ""
-    assert _env(pod["containers"][0])[contract.INPUT_FILE_PATH] == "/conveyor/input"
+    stager, script = pod["containers"]
+    assert _env(stager)["CONVEYOR_INPUT"] == ""
+    assert _env(script)[contract.INPUT_FILE_PATH] == "/conveyor/input"
 
 
 def test_the_shell_snippets_parse() -> None:
@@ -205,7 +205,7 @@ def test_secrets_travel_in_a_secret_by_reference(tmp_path: Path) -> None:
     fields = {"environment": {"variables": {"A": "1"}, "secrets": {"API_KEY": "s3cr3t", "weird name": "x"}}}
     spec = _spec(tmp_path, **fields)
     job = manifest.build_job(spec, KubernetesSettings(), "http://api", "tok", "cat.jpg")
-    env = {item["name"]: item for item in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {item["name"]: item for item in job["spec"]["template"]["spec"]["containers"][1]["env"]}
     assert env["API_KEY"] == {
         "name": "API_KEY",
         "valueFrom": {"secretKeyRef": {"name": job["metadata"]["name"], "key": "s0"}},
@@ -219,7 +219,7 @@ def test_secrets_travel_in_a_secret_by_reference(tmp_path: Path) -> None:
 
 
 def test_the_contract_wins_over_user_values_once(tmp_path: Path) -> None:
-    env = _job(tmp_path)["spec"]["template"]["spec"]["containers"][0]["env"]
+    env = _job(tmp_path)["spec"]["template"]["spec"]["containers"][1]["env"]
     names = [item["name"] for item in env]
     assert len(names) == len(set(names)), "each name once: Kubernetes would take the last"
     assert {item["name"]: item.get("value") for item in env}[contract.INPUT_FILE_PATH] == "/conveyor/input/cat.jpg"

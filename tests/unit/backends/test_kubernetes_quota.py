@@ -98,3 +98,16 @@ def test_a_gate_that_cannot_read_quotas_holds_jobs_only_briefly_after_a_refusal(
     assert gate.shortfall({"pods": Decimal(1)}) == "exceeded quota: pods"
     clock.now = 6.0
     assert gate.shortfall({"pods": Decimal(1)}) is None
+
+
+def test_the_gate_counts_what_it_admitted_until_it_reads_the_quotas_again() -> None:
+    clock = _Clock()
+    gate = QuotaGate(lambda: [_quota("pods", {"pods": "2"}, {"pods": "0"})], clock)
+    pod = {"pods": Decimal(1)}
+    assert gate.shortfall(pod) is None
+    gate.admitted(pod)
+    assert gate.shortfall(pod) is None
+    gate.admitted(pod)
+    assert gate.shortfall(pod) == "ResourceQuota pods: pods used 2 of 2, a pod of this job needs 1"
+    clock.now = 3.0
+    assert gate.shortfall(pod) is None, "read again: the quota's own count"

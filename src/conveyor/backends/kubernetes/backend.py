@@ -105,6 +105,8 @@ class KubernetesBackend(Backend):
         self._stopping = threading.Event()
         self._api_down_since: float | None = None
         self._pod_problems: dict[str, _PodProblem] = {}
+        self._ended_pods: dict[str, Any] = {}
+        """The pod watch's last word on pods that ended, by job id, until their Job's end is concluded."""
         self.quota = QuotaGate(self._read_quotas)
         self._refusal: tuple[float, str | None] | None = None
         self._threads = [
@@ -197,6 +199,7 @@ class KubernetesBackend(Backend):
             self._jobs[job.job_id] = tracked  # before the Job exists: the watch may see its end at once
         try:
             self._create(job, body)
+            self.quota.admitted(manifest.quota_usage(job))
         except _QuotaRefused as refusal:
             self._close_staging(job)
             self._wait_for_quota(tracked, f"Kubernetes refused Job {tracked.name}: {refusal}")
@@ -470,8 +473,12 @@ class KubernetesBackend(Backend):
             tracked = self._jobs.get(job_id)
             if tracked is None or tracked.outcome or tracked.concluding:
                 self._pod_problems.pop(job_id, None)
+                self._ended_pods.pop(job_id, None)
                 return
             tracked.has_pod = True
+            ended = pod.status is not None and pod.status.phase in ("Succeeded", "Failed")
+            if ended and (pod.metadata.labels or {}).get("job-name") == tracked.name:
+                self._ended_pods[job_id] = pod  # what the Job's end needs, without listing its pods again
         problem = self._problem_of(pod, tracked)
         with self._lock:
             if problem is None:
@@ -483,8 +490,10 @@ class KubernetesBackend(Backend):
                 self._pod_problems[job_id] = problem
 
     def _pod_gone(self, pod: Any) -> None:
+        job_id = (pod.metadata.annotations or {}).get(manifest.JOB_ID_ANNOTATION, "")
         with self._lock:
-            self._pod_problems.pop((pod.metadata.annotations or {}).get(manifest.JOB_ID_ANNOTATION, ""), None)
+            self._pod_problems.pop(job_id, None)
+            self._ended_pods.pop(job_id, None)
 
     def _problem_of(self, pod: Any, tracked: _Tracked) -> _PodProblem | None:
         """What keeps the pod from running, with how long it may last; None when nothing does."""
@@ -557,11 +566,9 @@ class KubernetesBackend(Backend):
                     continue
                 tracked.concluding = True
             self._close_staging(tracked.spec)
-            self._delete(tracked.name)
+            self._delete(tracked.name)  # still `concluding`: its DELETED event must not fail it
             if manifest.secret_name(tracked.spec) is not None:
                 self._delete_secret(tracked.name)
-            with self._lock:
-                tracked.concluding = False
             self._wait_for_quota(tracked, f"the pod of Kubernetes Job {tracked.name} was refused: {refusal}")
 
     def _quota_refusal_of(self, name: str) -> str | None:
@@ -596,13 +603,15 @@ class KubernetesBackend(Backend):
     def _outcome(self, tracked: _Tracked, job: Any, ended: tuple[str, str, str]) -> JobOutcome:
         """What the Job's conditions, its pod's container statuses and logs say; the logs go to the job's log."""
         kind, reason, message = ended
-        pod = self._pod_of(tracked.name)
+        pod = self._ended_pods.pop(tracked.spec.job_id, None) or self._pod_of(tracked.name)
         statuses = _container_states(pod)
         script = statuses.get(manifest.SCRIPT_CONTAINER)
         exit_code = script.exit_code if script is not None else None
         parts, script_output = [], b""
         for container in (manifest.SCRIPT_CONTAINER, manifest.STAGER_CONTAINER):
-            text = self._log_of(pod, container) if container in statuses else b""
+            if container not in statuses or (container == manifest.STAGER_CONTAINER and kind == "Complete"):
+                continue  # a stager that did its work has nothing to tell: one API call less per job
+            text = self._log_of(pod, container)
             if container == manifest.SCRIPT_CONTAINER:
                 script_output = text
                 parts.append(text)

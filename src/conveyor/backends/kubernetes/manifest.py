@@ -339,22 +339,23 @@ def build_job(
     ]
     work_mount = [{"name": "work", "mountPath": WORK}]
     pull = {"imagePullPolicy": config.image_pull_policy} if config.image_pull_policy else {}
+    # the stager first: the kubelet starts a pod's containers in order, and stage-in is what the script waits for
     containers = [
-        {
-            "name": SCRIPT_CONTAINER,
-            "image": service.image,
-            "command": ["/bin/sh", "-c", RUN_SCRIPT],
-            "env": _env_entries(spec, input_name),
-            "resources": resources(spec),
-            "volumeMounts": work_mount,
-            **pull,
-        },
         {
             "name": STAGER_CONTAINER,
             "image": config.stager_image,
             "command": ["/bin/sh", "-c", STAGE],
             "env": stager_env,
             "resources": STAGER_RESOURCES,
+            "volumeMounts": work_mount,
+            **pull,
+        },
+        {
+            "name": SCRIPT_CONTAINER,
+            "image": service.image,
+            "command": ["/bin/sh", "-c", RUN_SCRIPT],
+            "env": _env_entries(spec, input_name),
+            "resources": resources(spec),
             "volumeMounts": work_mount,
             **pull,
         },
@@ -410,7 +411,7 @@ def _run_batch(pod_spec: dict[str, Any], inputs: list[BatchInput], api_url: str)
         {"name": "CONVEYOR_BATCH", "value": "\n".join(lines)},
         {"name": "CONVEYOR_BATCH_SIZE", "value": str(len(inputs))},
     ]
-    script, stager = pod_spec["containers"]
+    stager, script = pod_spec["containers"]
     stager["env"] = [*stager["env"], *batch_env]
     stager["command"] = ["/bin/sh", "-c", STAGE_EACH if each else STAGE_BATCH]
     if each:

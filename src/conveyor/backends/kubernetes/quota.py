@@ -115,6 +115,12 @@ class QuotaGate:
                 return self._refusal if self._clock() < self._held_until else None
         return shortfall(quotas, usage)
 
+    def admitted(self, usage: Mapping[str, Decimal]) -> None:
+        """A pod of `usage` was just submitted: count it until the quotas are read again, so that a
+        burst within REFRESH_S does not overrun what was read."""
+        with self._lock:
+            self._quotas = [_with_usage(quota, usage) for quota in self._quotas]
+
     def refused(self, message: str) -> None:
         """Kubernetes refused a Job or pod for quota: read the quotas again before the next submit."""
         with self._lock:
@@ -142,6 +148,12 @@ class QuotaGate:
         with self._lock:
             self._quotas, self._read_at = quotas, self._clock()
             return quotas
+
+
+def _with_usage(quota: Quota, usage: Mapping[str, Decimal]) -> Quota:
+    """`quota` with `usage` added to what it limits."""
+    added = {key: quota.used.get(key, Decimal(0)) + usage[key] for key in quota.hard if key in usage}
+    return Quota(quota.name, quota.hard, {**quota.used, **added})
 
 
 def quotas_from_api(items: Iterable[Any]) -> list[Quota]:
