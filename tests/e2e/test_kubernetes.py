@@ -22,7 +22,8 @@ from conveyor.model.job import JobState
 from conveyor.platform.platform import Platform
 from conveyor.settings import KubernetesSettings
 from tests.conftest import PlatformFactory
-from tests.support.cli import Cli, cli_environment
+from tests.support.cli import Cli, cli_environment, start_up, stop_up
+from tests.support.crash import job_counts, s3_client
 from tests.support.kubernetes import BUSYBOX, Kubernetes
 from tests.support.platform import (
     keys_under,
@@ -586,3 +587,61 @@ def _limited_kubeconfig(cluster: Kubernetes, path: Path) -> Path:
     }
     path.write_text(yaml.safe_dump(limited))
     return path
+
+
+def test_kill_9_adopts_the_running_jobs_and_starts_the_queued_ones_once(kubernetes: Kubernetes, tmp_path: Path) -> None:
+    """`conveyor up` killed with -9 while two Jobs run and two jobs wait in the ledger (admission limit
+    2): the restarted platform adopts the two by name and starts the two others; nothing runs twice."""
+    port = _free_port()  # the pods stage through the API's URL: the restart must serve the same one
+    env = cli_environment(
+        tmp_path,
+        CONVEYOR_BACKEND="kubernetes",
+        CONVEYOR_KUBERNETES__ENABLED="true",
+        CONVEYOR_KUBERNETES__KUBECONFIG=str(kubernetes.kubeconfig),
+        CONVEYOR_KUBERNETES__HOST_NETWORK="true",
+        CONVEYOR_KUBERNETES__IMAGE_PULL_POLICY="Never",
+        CONVEYOR_KUBERNETES__MAX_PENDING_PER_SERVICE="2",
+    )
+    cli = Cli(env, tmp_path)
+    fdl = tmp_path / "survivor.yaml"
+    fdl.write_text(
+        "functions:\n  oscar:\n  - local:\n      name: survivor\n      image: localhost/busybox:local\n"
+        "      script: survivor.sh\n      input: [{path: k8ssurv/in}]\n      output: [{path: k8ssurv/out}]\n"
+    )
+    (tmp_path / "survivor.sh").write_text('sleep 8; cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"; echo copied\n')
+    up = start_up(env, tmp_path, ["--port", str(port)])
+    try:
+        cli("apply", str(fdl))
+        store = s3_client(Path(env["CONVEYOR_DATA_DIR"]))
+        for index in range(4):
+            store.put_object(Bucket="k8ssurv", Key=f"in/{index}.txt", Body=f"survivor {index}".encode())
+        _wait_until_running(kubernetes, "survivor")
+        deadline = time.monotonic() + 30
+        while job_counts(env).get("survivor", {}) != {"running": 2, "queued": 2}:
+            assert time.monotonic() < deadline, job_counts(env)
+            time.sleep(0.2)
+    finally:
+        up.kill()  # kill -9: no clean-up of any kind
+        up.wait(30)
+
+    up = start_up(env, tmp_path, ["--port", str(port)])
+    try:
+        deadline = time.monotonic() + 120
+        while job_counts(env).get("survivor", {}).get("succeeded", 0) < 4:
+            assert time.monotonic() < deadline, job_counts(env)
+            time.sleep(0.5)
+        jobs = cli.json("jobs", "survivor")
+    finally:
+        stop_up(up, tmp_path)
+
+    assert isinstance(jobs, list) and sorted((job["state"], job["attempt"]) for job in jobs) == [("succeeded", 1)] * 4
+    names = {
+        job.metadata.name
+        for job in _batch(kubernetes)
+        .list_namespaced_job("default", label_selector=f"{manifest.SERVICE_LABEL}=survivor")
+        .items
+    }
+    assert len(names) == 4, f"four Jobs, one per file: the adopted two were not created again: {names}"
+    assert "jobs the last run left running: 2 picked up where they were" in (tmp_path / "up.log").read_text()
+    outputs = sorted(store.list_objects_v2(Bucket="k8ssurv", Prefix="out/")["Contents"], key=lambda o: o["Key"])
+    assert [o["Key"] for o in outputs] == [f"out/{index}.txt" for index in range(4)]

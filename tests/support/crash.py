@@ -125,7 +125,7 @@ def _connection(data_dir: Path) -> tuple[str, tuple[str, str], dict[str, Any]]:
     return running["api_url"], (creds["admin_user"], creds["admin_password"]), {**running, **creds}
 
 
-def _s3(data_dir: Path) -> Any:
+def s3_client(data_dir: Path) -> Any:
     _, _, info = _connection(data_dir)
     return boto3.client(
         "s3",
@@ -138,24 +138,24 @@ def _s3(data_dir: Path) -> Any:
 
 
 def _put_files(data_dir: Path, files: int) -> None:
-    s3 = _s3(data_dir)
+    s3 = s3_client(data_dir)
     with ThreadPoolExecutor(8) as pool:
         list(
             pool.map(lambda i: s3.put_object(Bucket="crash", Key=f"in/f{i:06d}.txt", Body=f"file {i}\n"), range(files))
         )
 
 
-def _jobs(env: dict[str, str]) -> dict[str, dict[str, int]]:
+def job_counts(env: dict[str, str]) -> dict[str, dict[str, int]]:
     url, auth, _ = _connection(Path(env["CONVEYOR_DATA_DIR"]))
     return httpx.get(f"{url}/conveyor/v1/status", auth=auth, timeout=30).json()["jobs"]
 
 
 def _finished(env: dict[str, str], service: str) -> int:
-    return _jobs(env).get(service, {}).get("succeeded", 0)
+    return job_counts(env).get(service, {}).get("succeeded", 0)
 
 
 def _all_done(env: dict[str, str], files: int) -> bool:
-    jobs = _jobs(env)
+    jobs = job_counts(env)
     return all(
         jobs.get(name, {}).get("succeeded", 0) >= files
         and not jobs.get(name, {}).get("queued")
@@ -175,7 +175,7 @@ def _wait_for(condition: Any, timeout_s: float, what: str) -> None:
 def _count(env: dict[str, str], files: int, to_kill: float, after: float) -> CrashResult:
     data_dir = Path(env["CONVEYOR_DATA_DIR"])
     url, auth, _ = _connection(data_dir)
-    s3 = _s3(data_dir)
+    s3 = s3_client(data_dir)
     paginator = s3.get_paginator("list_objects_v2")
 
     def keys(prefix: str) -> list[str]:
@@ -193,7 +193,7 @@ def _count(env: dict[str, str], files: int, to_kill: float, after: float) -> Cra
         succeeded[name] = len(done)
         per_input = Counter(j["trigger"]["ref"]["key"] for j in done)
         jobs_per_input[name] = Counter(per_input.values())
-    states = _jobs(env)
+    states = job_counts(env)
     return CrashResult(
         files=files,
         outputs=len([k for k in keys("out/") if not k.endswith("/")]),
