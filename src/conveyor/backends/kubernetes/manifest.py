@@ -73,7 +73,22 @@ echo "stage-in: done"
 _STAGE_IN_FAILED = f"""echo "stage-in: failed"; echo failed > {STAGED_FILE}.tmp && mv {STAGED_FILE}.tmp {STAGED_FILE}
   exit {STAGE_IN_FAILED}"""
 
-_UPLOAD = f"""upload() {{
+_RETRY = """retry() {
+  tries=0
+  until "$@"; do
+    tries=$((tries + 1))
+    if [ "$tries" -ge 8 ]; then return 1; fi
+    echo "the platform did not answer; trying again in $((tries * 4)) s"
+    sleep $((tries * 4))
+  done
+}
+"""
+"""`retry COMMAND...`: up to 8 tries over about two minutes, for a platform that restarts (its API answers
+503, or nothing, meanwhile). The command is not printed: it carries the job's token."""
+
+_UPLOAD = (
+    _RETRY
+    + f"""upload() {{
   cd "$1" || return 1
   find . -type f > {WORK}/outputs.list
   count=0
@@ -81,7 +96,7 @@ _UPLOAD = f"""upload() {{
     name=${{file#./}}
     encoded=$(printf %s "$name" | od -An -v -tx1 | tr -d ' \\n' | sed 's/../%&/g')
     base64 -w 0 "$file" > {WORK}/upload.b64
-    if ! wget -q -O /dev/null --header "Authorization: Bearer $3" --header "Content-Transfer-Encoding: base64" \\
+    if ! retry wget -q -O /dev/null --header "Authorization: Bearer $3" --header "Content-Transfer-Encoding: base64" \\
         --post-file {WORK}/upload.b64 "$2/outputs/$encoded"; then
       echo "stage-out: uploading $name failed"; return 1
     fi
@@ -90,6 +105,7 @@ _UPLOAD = f"""upload() {{
   echo "stage-out: $count file(s) uploaded"
 }}
 """
+)
 """`upload DIR JOB_URL TOKEN`: every file under DIR to the job's outputs route. Each file goes as base64:
 busybox wget sends a --post-file as a C string, so a binary file would stop at its first NUL byte."""
 
@@ -101,8 +117,8 @@ STAGE = (
     + f"""if ! (set -e
   mkdir -p {INPUT_DIR} {OUTPUT_DIR}
   chmod 777 {INPUT_DIR} {OUTPUT_DIR}
-  wget -q -O {SCRIPT} {_AUTH} "$CONVEYOR_JOB_URL/script"
-  if [ -n "$CONVEYOR_INPUT" ]; then wget -q -O "$CONVEYOR_INPUT" {_AUTH} "$CONVEYOR_JOB_URL/input"; fi); then
+  retry wget -q -O {SCRIPT} {_AUTH} "$CONVEYOR_JOB_URL/script"
+  if [ -n "$CONVEYOR_INPUT" ]; then retry wget -q -O "$CONVEYOR_INPUT" {_AUTH} "$CONVEYOR_JOB_URL/input"; fi); then
   {_STAGE_IN_FAILED}
 fi
 {_STAGED}{_WAIT_EXIT}code=$(cat {EXIT_FILE})
@@ -126,11 +142,11 @@ BATCH_MARK = "### conveyor batch input"
 _STAGE_IN_BATCH = f"""if ! (set -e
   mkdir -p {INPUT_DIR} {OUTPUT_DIR}
   chmod 777 {INPUT_DIR} {OUTPUT_DIR}
-  wget -q -O {SCRIPT} {_AUTH} "$CONVEYOR_JOB_URL/script"
+  retry wget -q -O {SCRIPT} {_AUTH} "$CONVEYOR_JOB_URL/script"
   printf '%s\\n' "$CONVEYOR_BATCH" | while read -r id token path; do
     if [ -z "$path" ]; then continue; fi
     mkdir -p "${{path%/*}}"
-    wget -q -O "$path" --header "Authorization: Bearer $token" "$CONVEYOR_JOBS_URL/$id/input"
+    retry wget -q -O "$path" --header "Authorization: Bearer $token" "$CONVEYOR_JOBS_URL/$id/input"
   done); then
   {_STAGE_IN_FAILED}
 fi
